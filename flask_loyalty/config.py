@@ -1,0 +1,70 @@
+"""Configuration defaults and the one accessor that reads them.
+
+Every ``LOYALTY_*`` key is declared once, unprefixed, in :data:`DEFAULTS`.
+:meth:`flask_loyalty.Loyalty.init_app` applies them with ``setdefault`` and
+:func:`config_value` reads them back, refusing keys that are not declared here.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Flask
+from flask import current_app
+
+#: The prefix shared by every configuration key of the extension.
+PREFIX = "LOYALTY_"
+
+#: Unprefixed defaults of every configuration key. See ``docs/config.rst``.
+DEFAULTS: dict[str, t.Any] = {
+    # Shape of the app: read once in init_app.
+    "TABLE_PREFIX": "loyalty_",
+    "CLI_GROUP": "loyalty",
+    # Money.
+    "CURRENCY": "USD",
+    "CURRENCY_DECIMALS": None,
+    # Ledger behaviour.
+    "CLAWBACK_POLICY": "allow_negative",
+    "LOCK_RETRIES": 5,
+    "LOCK_RETRY_DELAY": 0.05,
+    "SQLITE_IMMEDIATE_ENABLED": True,
+    "JOB_CHUNK_SIZE": 1000,
+    # Members.
+    "USER_MODEL": None,
+}
+
+#: The clawback policies accepted by ``LOYALTY_CLAWBACK_POLICY``.
+CLAWBACK_POLICIES = ("allow_negative", "clamp_to_zero")
+
+
+def apply_defaults(app: Flask) -> None:
+    """Set every undeclared ``LOYALTY_*`` key of ``app`` to its default.
+
+    :param app: the application being initialised.
+    :raises KeyError: if the app sets a ``LOYALTY_*`` key that is not declared,
+        which is almost always a typo.
+    """
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(PREFIX + key, value)
+    unknown = sorted(
+        key
+        for key in app.config
+        if key.startswith(PREFIX)
+        and key[len(PREFIX) :] not in DEFAULTS
+        and not key.startswith(PREFIX + "TEST_")
+    )
+    if unknown:
+        raise KeyError(f"Unknown flask-loyalty configuration key(s): {', '.join(unknown)}")
+
+
+def config_value(key: str, app: Flask | None = None) -> t.Any:
+    """Return the value of the unprefixed configuration ``key``.
+
+    :param key: the key without its ``LOYALTY_`` prefix, e.g. ``"CURRENCY"``.
+    :param app: the application to read from; the current app by default.
+    :raises KeyError: if ``key`` is not a declared configuration key.
+    """
+    if key not in DEFAULTS:
+        raise KeyError(f"Unknown flask-loyalty configuration key: {PREFIX}{key}")
+    config = (app or current_app).config
+    return config.get(PREFIX + key, DEFAULTS[key])

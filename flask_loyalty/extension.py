@@ -1,0 +1,166 @@
+"""The :class:`Loyalty` extension object."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+from flask import Flask
+from flask import current_app
+from flask import has_app_context
+
+from .config import CLAWBACK_POLICIES
+from .config import apply_defaults
+from .config import config_value
+from .models import Models
+from .models import build_models
+from .store import LoyaltyStore
+from .transaction import install_sqlite_locking
+from .transaction import track_host_flushes
+
+#: A clock returns the current time as a naive UTC datetime.
+Clock = t.Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    """The current time as a naive UTC datetime (the default clock)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoyaltyState:
+    """What :meth:`Loyalty.init_app` keeps in ``app.extensions["loyalty"]``."""
+
+    #: The extension object that initialised the app.
+    extension: Loyalty
+    #: The store built from the app's ``db`` and models.
+    store: LoyaltyStore
+    #: The model classes for the app's table prefix.
+    models: Models
+
+    def now(self) -> dt.datetime:
+        """The current time by the extension's clock (naive UTC)."""
+        return self.extension.clock()
+
+
+class Loyalty:
+    """The flask-loyalty extension.
+
+    Create it once, with or without an app, and call :meth:`init_app` for each
+    app (the application-factory pattern)::
+
+        db = SQLAlchemy()
+        loyalty = Loyalty(db=db)
+
+        def create_app():
+            app = Flask(__name__)
+            db.init_app(app)
+            loyalty.init_app(app)
+            return app
+
+    :param app: an app to initialise at once.
+    :param db: the host's :class:`flask_sqlalchemy.SQLAlchemy`; the one
+        registered on the app is used when omitted.
+    :param clock: returns the current time as a naive UTC datetime; tests and
+        simulations replace it. Defaults to the system clock.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: t.Any = None,
+        clock: Clock | None = None,
+    ) -> None:
+        #: The host's Flask-SQLAlchemy extension, if given here.
+        self.db = db
+        #: The clock every service reads the time from.
+        self.clock: Clock = clock or utcnow
+        self._models: Models | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension on ``app``.
+
+        Applies the ``LOYALTY_*`` defaults, builds the models for
+        ``LOYALTY_TABLE_PREFIX`` and adds their tables to the host's metadata
+        (so ``db.create_all()`` creates them), prepares SQLite engines for
+        write locking, and attaches the ``flask loyalty`` commands.
+
+        :raises RuntimeError: if the app already has the extension, or has no
+            Flask-SQLAlchemy extension.
+        :raises KeyError: on an unknown ``LOYALTY_*`` configuration key.
+        :raises ValueError: on an invalid configuration value.
+        """
+        if "loyalty" in app.extensions:
+            raise RuntimeError("flask-loyalty is already registered on this app.")
+        db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
+        if db is None:
+            raise RuntimeError(
+                "flask-loyalty needs Flask-SQLAlchemy: call db.init_app(app) first, or pass db=."
+            )
+        apply_defaults(app)
+        _check_config(app)
+        models = build_models(config_value("TABLE_PREFIX", app))
+        _attach_tables(db.metadata, models.metadata)
+        if self._models is None:
+            self._models = models
+        app.extensions["loyalty"] = LoyaltyState(self, LoyaltyStore(db, models), models)
+        track_host_flushes(db.session.session_factory.class_)
+        if config_value("SQLITE_IMMEDIATE_ENABLED", app):
+            with app.app_context():
+                for engine in db.engines.values():
+                    install_sqlite_locking(engine)
+        group = config_value("CLI_GROUP", app)
+        if group:
+            from .cli import loyalty_cli
+
+            app.cli.add_command(loyalty_cli, group)
+
+    @property
+    def models(self) -> Models:
+        """The model classes of the current app (or of the first app initialised).
+
+        :raises RuntimeError: before any app is initialised.
+        """
+        if has_app_context():
+            state = current_app.extensions.get("loyalty")
+            if state is not None and state.extension is self:
+                return t.cast(Models, state.models)
+        if self._models is None:
+            raise RuntimeError("No app has been initialised with this Loyalty object yet.")
+        return self._models
+
+
+def _check_config(app: Flask) -> None:
+    policy = config_value("CLAWBACK_POLICY", app)
+    if policy not in CLAWBACK_POLICIES:
+        raise ValueError(f"LOYALTY_CLAWBACK_POLICY must be one of {CLAWBACK_POLICIES}, not {policy!r}.")
+    code = config_value("CURRENCY", app)
+    if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
+        raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
+    for key in ("LOCK_RETRIES", "JOB_CHUNK_SIZE"):
+        value = config_value(key, app)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "LOCK_RETRIES" else 1):
+            raise ValueError(f"LOYALTY_{key} must be a non-negative whole number, not {value!r}.")
+
+
+def _attach_tables(target: sa.MetaData, source: sa.MetaData) -> None:
+    """Copy the extension's tables into the host's metadata.
+
+    ``db.create_all()`` then creates them, and Alembic autogenerate in the
+    host's project sees them as known tables (it would otherwise offer to drop
+    them). The copies keep the extension's explicit constraint names.
+    """
+    for table in source.sorted_tables:
+        existing = target.tables.get(table.key)
+        if existing is None:
+            copy = table.to_metadata(target)
+            copy.info["flask_loyalty"] = True
+        elif not existing.info.get("flask_loyalty"):
+            raise RuntimeError(f"The host already defines a table named {table.key!r}.")

@@ -1,0 +1,127 @@
+"""Background jobs: expiry, pending release and reservation time-outs.
+
+Each job works in chunks of ``LOYALTY_JOB_CHUNK_SIZE``, one transaction per
+chunk, a few set-based statements each (see :mod:`flask_loyalty.sweeps`).
+They are idempotent and safe to run from cron on several hosts at once: a
+second run, or a concurrent one, finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+from flask import current_app
+
+from . import points
+from . import signals
+from .config import config_value
+from .errors import InvalidState
+from .errors import MemberClosed
+from .posting import to_utc
+from .proxies import current_loyalty
+from .sweeps import activate_lots
+from .sweeps import due_lots
+from .sweeps import expire_lots
+
+#: Called after each chunk with the number of entries written so far.
+Progress = t.Callable[[int], None]
+
+
+def _chunk_size(chunk_size: int | None) -> int:
+    size = chunk_size or int(config_value("JOB_CHUNK_SIZE"))
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"chunk_size must be a positive whole number, not {size!r}.")
+    return size
+
+
+def _sweep(
+    what: str,
+    sweep: t.Callable[..., int],
+    signal: t.Any,
+    now: dt.datetime | None,
+    chunk_size: int | None,
+    progress: Progress | None,
+    actor: str,
+) -> int:
+    state = current_loyalty
+    store = state.store
+    when = to_utc(now, "now") or state.now()
+    size = _chunk_size(chunk_size)
+    total = 0
+
+    def work() -> tuple[int, list[int], bool]:
+        rows = due_lots(store, what, when, size)
+        member_ids = sorted({row.member_id for row in rows})
+        store.lock_members(member_ids)
+        written = sweep(store, [row.id for row in rows], when, actor) if rows else 0
+        return written, member_ids, bool(rows)
+
+    while True:
+        written, member_ids, found = store.atomic(work)
+        if written:
+            total += written
+            signal.send(current_app._get_current_object(), member_ids=member_ids, count=written)
+            if progress is not None:
+                progress(total)
+        if not found:
+            return total
+        # A chunk that wrote nothing was swept by another process in the
+        # meantime; the next selection no longer sees those lots.
+
+
+def expire_points(
+    *, now: dt.datetime | None = None, chunk_size: int | None = None, progress: Progress | None = None
+) -> int:
+    """Expire what is left of every lot whose expiry has passed.
+
+    :param now: the time to expire at; the extension's clock by default.
+    :param chunk_size: lots per transaction; ``LOYALTY_JOB_CHUNK_SIZE`` by default.
+    :param progress: called after each chunk with the running total.
+    :returns: the number of lots expired (one ``expire`` entry each).
+    """
+    return _sweep("expire", expire_lots, signals.points_expired, now, chunk_size, progress, "job:expire")
+
+
+def release_pending(
+    *, now: dt.datetime | None = None, chunk_size: int | None = None, progress: Progress | None = None
+) -> int:
+    """Make every pending lot whose ``available_from`` has passed available.
+
+    :returns: the number of lots released (one ``activate`` entry each).
+    """
+    return _sweep(
+        "activate", activate_lots, signals.points_activated, now, chunk_size, progress, "job:release-pending"
+    )
+
+
+def release_reservations(
+    *, now: dt.datetime | None = None, chunk_size: int | None = None, progress: Progress | None = None
+) -> int:
+    """Release every held reservation whose ``expires_at`` has passed.
+
+    Each release is its own exactly-once operation (a checkout that captures
+    at the same moment wins or loses cleanly).
+
+    :returns: the number of reservations released.
+    """
+    state = current_loyalty
+    when = to_utc(now, "now") or state.now()
+    size = _chunk_size(chunk_size)
+    total = 0
+    seen: set[tuple[int, str]] = set()
+    while True:
+        due = state.store.atomic(lambda: state.store.due_reservations(when, size))
+        rows = [r for r in due if (r.member_id, r.source_key) not in seen]
+        if not rows:
+            return total
+        for row in rows:
+            seen.add((row.member_id, row.source_key))
+            try:
+                points.release(row.member_id, key=row.source_key, actor="job:release-reservations",
+                               reason="reservation timed out")  # fmt: skip
+            except (InvalidState, MemberClosed):
+                continue
+            total += 1
+        if progress is not None:
+            progress(total)

@@ -1,0 +1,85 @@
+"""Enrolling, finding and closing members."""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import current_app
+
+from . import signals
+from .errors import InvalidRequest
+from .errors import MemberNotFound
+from .posting import check_text
+from .posting import member_id_of
+from .proxies import current_loyalty
+from .store import Balances
+
+
+def enroll(
+    *,
+    name: str = "",
+    email: str | None = None,
+    phone: str | None = None,
+    password: str | None = None,
+    user_id: t.Any = None,
+) -> t.Any:
+    """Create a member and return it.
+
+    :param email: stored lower-cased; unique among members.
+    :param password: set for shops that use the member as their login user.
+    :param user_id: the host user's primary key, for shops with their own
+        user model; stored as a string, unique among members.
+    :raises InvalidRequest: on malformed input.
+    """
+    values: dict[str, t.Any] = {
+        "name": check_text(name, "name", 120) or "",
+        "email": (check_text(email, "email", 254) or "").strip().lower() or None,
+        "phone": check_text(phone, "phone", 40),
+        "user_id": None if user_id is None else str(user_id),
+    }
+    if values["email"] is not None and "@" not in values["email"]:
+        raise InvalidRequest(f"{email!r} is not an email address.")
+    store = current_loyalty.store
+
+    def work() -> t.Any:
+        member = store.add_member(**values)
+        if password is not None:
+            member.set_password(password)
+        return member
+
+    member = store.atomic(work)
+    signals.member_enrolled.send(current_app._get_current_object(), member=member)
+    return member
+
+
+def get(member: t.Any) -> t.Any:
+    """Return the member (the ORM object) for a member or member id.
+
+    :raises MemberNotFound: if there is no such member.
+    """
+    member_id = member_id_of(member)
+    found = current_loyalty.store.get_member(member_id)
+    if found is None:
+        raise MemberNotFound(f"No member has id {member_id}.")
+    return found
+
+
+def balances(member: t.Any) -> Balances:
+    """The member's cached balances: one primary-key read, never a ledger sum."""
+    found = get(member)
+    return Balances(found.available, found.pending, found.reserved, found.lifetime_earned)
+
+
+def close(member: t.Any) -> None:
+    """Close a member's account; its ledger stays, and takes no new operations.
+
+    :raises MemberNotFound: if there is no such member.
+    """
+    member_id = member_id_of(member)
+    state = current_loyalty
+
+    def work() -> None:
+        state.store.lock_member(member_id, active=False)
+        state.store.close_member(member_id, state.now())
+
+    state.store.atomic(work)

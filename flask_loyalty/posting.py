@@ -1,0 +1,304 @@
+"""The building blocks every ledger operation shares.
+
+A ledger operation (see :mod:`flask_loyalty.points`) validates its input,
+then runs one :class:`Operation` in a write transaction: lock the member, look
+the source key up (a repeat returns the first result; the same key with other
+parameters raises), change lots, append entries and update the cached
+balances. :class:`Posting` is what it returns and what signals carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import typing as t
+
+from flask import current_app
+
+from .errors import IdempotencyConflict
+from .errors import InsufficientPoints
+from .errors import InvalidRequest
+from .proxies import current_loyalty
+from .store import Balances
+from .store import LoyaltyStore
+from .sweeps import activate_lots
+from .sweeps import due_lots
+from .sweeps import expire_lots
+from .sweeps import member_has_due_lots
+
+#: A planned change of one lot: ``(lot id, change of remaining, points allocated)``.
+#: A debit takes ``(lot, -n, n)``; a return gives ``(lot, n, -n)``.
+LotChange: t.TypeAlias = tuple[int, int, int]
+
+#: The longest source key (it is indexed with the member and kind).
+MAX_KEY_LENGTH = 191
+
+
+@dataclasses.dataclass(frozen=True)
+class Posting:
+    """One ledger entry, as returned by every ledger operation.
+
+    ``delta_*`` are the signed changes of the member's buckets, ``*_after``
+    the buckets after the entry, and ``points`` the nominal signed amount of
+    the operation. ``replayed`` is true when the call repeated an earlier
+    source key and returned that call's entry without writing anything.
+    """
+
+    id: int
+    member_id: int
+    kind: str
+    points: int
+    delta_available: int
+    delta_pending: int
+    delta_reserved: int
+    available_after: int
+    pending_after: int
+    reserved_after: int
+    source_key: str
+    lot_id: int | None
+    reservation_id: int | None
+    reverses_id: int | None
+    actor: str | None
+    reason: str | None
+    created_at: dt.datetime
+    replayed: bool = False
+
+    @classmethod
+    def from_row(cls, row: t.Any, *, replayed: bool = False) -> Posting:
+        """Build a posting from an entry row."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"replayed"}
+        return cls(**{name: getattr(row, name) for name in fields}, replayed=replayed)
+
+    @property
+    def shortfall(self) -> int:
+        """Points a clamped reversal could not take back (0 otherwise)."""
+        if self.kind != "reverse" or self.points >= 0:
+            return 0
+        return max(0, (self.delta_available + self.delta_pending) - self.points)
+
+
+def member_id_of(member: t.Any) -> int:
+    """The member id of ``member``: a :class:`Member`, or an integer id.
+
+    :raises InvalidRequest: for anything else.
+    """
+    value = getattr(member, "id", member)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidRequest(f"{member!r} is not a member or a member id.")
+    return value
+
+
+def check_points(value: t.Any, name: str = "points", *, signed: bool = False) -> int:
+    """Return ``value`` if it is a whole, non-zero number of points.
+
+    :param signed: allow negative values (adjustments).
+    :raises InvalidRequest: for zero, negative (unless ``signed``), fractional
+        or non-numeric values.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be a whole number of points, not {value!r}.")
+    if value == 0 or (value < 0 and not signed):
+        raise InvalidRequest(f"{name} must be {'non-zero' if signed else 'positive'}, not {value}.")
+    if abs(value) > 10**15:
+        raise InvalidRequest(f"{name} {value} is out of range.")
+    return value
+
+
+def check_key(key: t.Any) -> str:
+    """Return ``key`` if it is a usable source key.
+
+    :raises InvalidRequest: if it is empty, not a string, or too long.
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidRequest("A source key (a non-empty string) is required.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(f"Source keys are at most {MAX_KEY_LENGTH} characters.")
+    return key
+
+
+def check_text(value: t.Any, name: str, limit: int) -> str | None:
+    """Return ``value`` if it is ``None`` or a string of at most ``limit`` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidRequest(f"{name} must be a string of at most {limit} characters.")
+    return value
+
+
+def to_utc(value: t.Any, name: str) -> dt.datetime | None:
+    """Return ``value`` as a naive UTC datetime; naive input is taken as UTC.
+
+    :raises InvalidRequest: if it is not a datetime.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise InvalidRequest(f"{name} must be a datetime, not {value!r}.")
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def digest(kind: str, params: dict[str, t.Any]) -> str:
+    """A stable digest of an operation's parameters, stored with its source key."""
+    text = json.dumps({"kind": kind, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def net_credit(available: int, points: int) -> int:
+    """How much of a credit of ``points`` lands in lots.
+
+    A negative available balance (a clawback under ``allow_negative``) is paid
+    back first: lots hold ``max(0, balance after) - max(0, balance before)``.
+    """
+    return max(0, available + points) - max(0, available)
+
+
+@dataclasses.dataclass
+class Operation:
+    """One ledger operation inside its write transaction (internal)."""
+
+    store: LoyaltyStore
+    member_id: int
+    kind: str
+    key: str
+    digest: str
+    now: dt.datetime
+    balances: Balances = dataclasses.field(init=False)
+
+    def begin(self) -> Posting | None:
+        """Lock the member; return the earlier posting if the key was used before.
+
+        :raises IdempotencyConflict: if the key was used with other parameters.
+        """
+        self.balances = self.store.lock_member(self.member_id)
+        prior = self.store.find_entry(self.member_id, self.kind, self.key)
+        if prior is None or not prior.params_hash:
+            # No entry, or one written as a side effect of another operation
+            # (the release after a partial capture): the operation decides.
+            return None
+        if prior.params_hash != self.digest:
+            raise IdempotencyConflict(
+                f"Source key {self.key!r} was already used for a different {self.kind} "
+                f"of member {self.member_id}."
+            )
+        return Posting.from_row(prior, replayed=True)
+
+    def settle(self) -> None:
+        """Make the member's due pending lots available and expire due lots."""
+        store, mid = self.store, self.member_id
+        if not member_has_due_lots(store, mid, self.now):
+            return
+        for what, sweep in (("activate", activate_lots), ("expire", expire_lots)):
+            while rows := due_lots(store, what, self.now, 1000, member_id=mid):
+                sweep(store, [row.id for row in rows], self.now, None)
+        self.balances = store.lock_member(mid)
+
+    def take(
+        self, points: int, *, allow_shortfall: bool = False, exclude: int | None = None
+    ) -> tuple[list[LotChange], int]:
+        """Plan a debit of ``points`` from live lots, soonest expiry first.
+
+        :param exclude: a lot not to take from.
+        :returns: ``(lot changes, shortfall)``: what to take from each lot and
+            the points the lots could not cover.
+        :raises InsufficientPoints: if the available balance does not cover
+            ``points`` and ``allow_shortfall`` is false.
+        """
+        available = self.balances.available
+        if points > available and not allow_shortfall:
+            raise InsufficientPoints(
+                f"Member {self.member_id} has {available} points available; {points} were requested.",
+                available=available,
+                requested=points,
+            )
+        changes: list[LotChange] = []
+        left = points
+        for lot in self.store.spendable_lots(self.member_id, self.now) if points else ():
+            if left == 0:
+                break
+            if lot.id == exclude:
+                continue
+            used = min(left, lot.remaining)
+            changes.append((lot.id, -used, used))
+            left -= used
+        return changes, left
+
+    def write(
+        self,
+        points: int,
+        *,
+        kind: str | None = None,
+        available: int = 0,
+        pending: int = 0,
+        reserved: int = 0,
+        lifetime: int = 0,
+        lot_changes: t.Sequence[LotChange] = (),
+        **refs: t.Any,
+    ) -> Posting:
+        """Append an entry, apply its lot changes and update the cached balances.
+
+        :param kind: the entry kind, the operation's own by default.
+        :param refs: ``lot_id``, ``reservation_id``, ``reverses_id``, ``actor``
+            and ``reason``.
+        """
+        after = self.balances.after(available, pending, reserved, lifetime)
+        kind = kind or self.kind
+        values = {
+            "member_id": self.member_id,
+            "kind": kind,
+            "points": points,
+            "delta_available": available,
+            "delta_pending": pending,
+            "delta_reserved": reserved,
+            "available_after": after.available,
+            "pending_after": after.pending,
+            "reserved_after": after.reserved,
+            "source_key": self.key,
+            "params_hash": self.digest if kind == self.kind else "",
+            "created_at": self.now,
+            "lot_id": None,
+            "reservation_id": None,
+            "reverses_id": None,
+            "actor": None,
+            "reason": None,
+            **refs,
+        }
+        entry_id = self.store.insert_entry(values)
+        self.store.change_lots(entry_id, lot_changes)
+        self.store.set_balances(self.member_id, after)
+        self.balances = after
+        return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
+
+
+def run_operation(
+    kind: str,
+    member: t.Any,
+    key: t.Any,
+    params: dict[str, t.Any],
+    apply: t.Callable[[Operation], Posting],
+    signal: t.Any,
+    **signal_kwargs: t.Any,
+) -> Posting:
+    """Run ``apply`` as one exactly-once ledger operation and send ``signal``.
+
+    :param kind: the kind whose source keys ``key`` is unique among.
+    :param params: the parameters that must match when ``key`` is repeated.
+    :param apply: writes the operation's entries; may run more than once.
+    :param signal: sent after commit, unless the call was a replay.
+    """
+    state = current_loyalty
+    member_id = member_id_of(member)
+    key = check_key(key)
+    op_digest = digest(kind, params)
+
+    def work() -> Posting:
+        op = Operation(state.store, member_id, kind, key, op_digest, state.now())
+        return op.begin() or apply(op)
+
+    posting = state.store.atomic(work)
+    if not posting.replayed:
+        signal.send(current_app._get_current_object(), member_id=member_id, entry=posting, **signal_kwargs)
+    return posting

@@ -1,0 +1,300 @@
+"""The store: the only code of the extension that uses the database session.
+
+:class:`LoyaltyStore` is built by :class:`~flask_loyalty.Loyalty` from the host's
+``db`` and the model classes. Services call it for every read and write; it
+owns transactions, per-member locks and retries (see
+:mod:`flask_loyalty.transaction`). Writes on the hot paths are Core statements
+against the models' tables: one round trip each, no unit-of-work overhead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+from flask import Flask
+
+from .config import config_value
+from .errors import MemberClosed
+from .errors import MemberNotFound
+from .models import Models
+from .transaction import run_atomic
+
+T = t.TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Balances:
+    """A member's cached balances at one moment."""
+
+    available: int
+    pending: int
+    reserved: int
+    lifetime_earned: int
+
+    def after(self, available: int = 0, pending: int = 0, reserved: int = 0, lifetime: int = 0) -> Balances:
+        """The balances after applying the given deltas."""
+        return Balances(
+            self.available + available,
+            self.pending + pending,
+            self.reserved + reserved,
+            self.lifetime_earned + lifetime,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SpendableLot:
+    """A lot that a debit may take points from."""
+
+    id: int
+    remaining: int
+    expires_at: dt.datetime | None
+
+
+class LoyaltyStore:
+    """Reads and writes of the ledger, members and lots.
+
+    :param db: the host's :class:`flask_sqlalchemy.SQLAlchemy` instance.
+    :param models: the model classes for the app's table prefix.
+    """
+
+    def __init__(self, db: t.Any, models: Models) -> None:
+        #: The host's Flask-SQLAlchemy extension.
+        self.db = db
+        #: The model classes.
+        self.models = models
+        self.member = models.Member.__table__
+        self.entry = models.LedgerEntry.__table__
+        self.lot = models.PointsLot.__table__
+        self.allocation = models.LotAllocation.__table__
+        self.reservation = models.Reservation.__table__
+        self.repair = models.Repair.__table__
+
+    @property
+    def session(self) -> t.Any:
+        """The host's session for the current app context."""
+        return self.db.session()
+
+    @property
+    def dialect(self) -> str:
+        """The name of the database dialect (``sqlite``, ``postgresql``, ``mysql``)."""
+        return str(self.session.get_bind().dialect.name)
+
+    def atomic(self, work: t.Callable[[], T], app: Flask | None = None) -> T:
+        """Run ``work`` in one write transaction, retrying on lock conflicts."""
+        return run_atomic(
+            self.session,
+            work,
+            retries=int(config_value("LOCK_RETRIES", app)),
+            delay=float(config_value("LOCK_RETRY_DELAY", app)),
+        )
+
+    def execute(self, statement: t.Any, params: t.Any = None) -> t.Any:
+        """Execute a Core statement on the session."""
+        return self.session.execute(statement, params)
+
+    # -- members ---------------------------------------------------------------
+
+    def add_member(self, **values: t.Any) -> t.Any:
+        """Insert a member through the ORM and return it (flushed, not committed)."""
+        member = self.models.Member(**values)
+        self.session.add(member)
+        self.session.flush()
+        return member
+
+    def get_member(self, member_id: int) -> t.Any:
+        """Return the ORM member with ``member_id``, or ``None``."""
+        return self.session.get(self.models.Member, member_id)
+
+    def lock_member(self, member_id: int, *, active: bool = True) -> Balances:
+        """Lock the member's row for this transaction and return its balances.
+
+        :raises MemberNotFound: if there is no such member.
+        :raises MemberClosed: if ``active`` and the member is closed.
+        """
+        m = self.member
+        row = self.execute(
+            sa.select(m.c.status, m.c.available, m.c.pending, m.c.reserved, m.c.lifetime_earned)
+            .where(m.c.id == member_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise MemberNotFound(f"No member has id {member_id}.")
+        if active and row.status != "active":
+            raise MemberClosed(f"Member {member_id} is closed.")
+        return Balances(row.available, row.pending, row.reserved, row.lifetime_earned)
+
+    def lock_members(self, member_ids: t.Iterable[int]) -> None:
+        """Lock several members' rows in id order (a deadlock-free order)."""
+        ids = sorted(set(member_ids))
+        if ids:
+            m = self.member
+            self.execute(sa.select(m.c.id).where(m.c.id.in_(ids)).order_by(m.c.id).with_for_update()).all()
+
+    def set_balances(self, member_id: int, balances: Balances) -> None:
+        """Write the member's cached balances."""
+        m = self.member
+        self.execute(
+            m.update()
+            .where(m.c.id == member_id)
+            .values(
+                available=balances.available,
+                pending=balances.pending,
+                reserved=balances.reserved,
+                lifetime_earned=balances.lifetime_earned,
+            )
+        )
+
+    def close_member(self, member_id: int, now: dt.datetime) -> None:
+        """Mark the member closed."""
+        m = self.member
+        self.execute(m.update().where(m.c.id == member_id).values(status="closed", closed_at=now))
+
+    # -- entries ---------------------------------------------------------------
+
+    def find_entry(self, member_id: int, kind: str, key: str) -> t.Any:
+        """The entry with this member, kind and source key, or ``None`` (locking read)."""
+        e = self.entry
+        return self.execute(
+            sa.select(e)
+            .where(e.c.member_id == member_id, e.c.kind == kind, e.c.source_key == key)
+            .with_for_update()
+        ).first()
+
+    def get_entry(self, entry_id: int) -> t.Any:
+        """The entry row with ``entry_id``, or ``None``."""
+        return self.execute(sa.select(self.entry).where(self.entry.c.id == entry_id)).first()
+
+    def insert_entry(self, values: dict[str, t.Any]) -> int:
+        """Append an entry and return its id."""
+        result = self.execute(self.entry.insert().values(**values))
+        return int(result.inserted_primary_key[0])
+
+    def reversed_points(self, entry_id: int) -> int:
+        """The nominal points already reversed of the entry ``entry_id`` (positive)."""
+        e = self.entry
+        total = self.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(e.c.points), 0)).where(
+                e.c.reverses_id == entry_id, e.c.kind == "reverse"
+            )
+        ).scalar_one()
+        return abs(int(total))
+
+    def history(self, member_id: int, *, limit: int = 50, before_id: int | None = None) -> list[t.Any]:
+        """The member's most recent entries, newest first (keyset pagination)."""
+        e = self.entry
+        query = sa.select(e).where(e.c.member_id == member_id)
+        if before_id is not None:
+            query = query.where(e.c.id < before_id)
+        return list(self.execute(query.order_by(e.c.id.desc()).limit(limit)).all())
+
+    # -- lots ------------------------------------------------------------------
+
+    def insert_lot(self, values: dict[str, t.Any]) -> int:
+        """Create a lot and return its id."""
+        result = self.execute(self.lot.insert().values(**values))
+        return int(result.inserted_primary_key[0])
+
+    def get_lot(self, lot_id: int) -> t.Any:
+        """The lot row with ``lot_id`` (locking read), or ``None``."""
+        return self.execute(sa.select(self.lot).where(self.lot.c.id == lot_id).with_for_update()).first()
+
+    def spendable_lots(self, member_id: int, now: dt.datetime) -> list[SpendableLot]:
+        """The member's live lots, soonest expiry first, never-expiring last."""
+        lot = self.lot
+        rows = self.execute(
+            sa.select(lot.c.id, lot.c.remaining, lot.c.expires_at)
+            .where(
+                lot.c.member_id == member_id,
+                lot.c.remaining > 0,
+                lot.c.pending.is_(False),
+                lot.c.expired.is_(False),
+                sa.or_(lot.c.expires_at.is_(None), lot.c.expires_at > now),
+            )
+            .order_by(lot.c.expires_at.is_(None), lot.c.expires_at, lot.c.id)
+            .with_for_update()
+        ).all()
+        return [SpendableLot(r.id, r.remaining, r.expires_at) for r in rows]
+
+    def change_lots(self, entry_id: int, changes: t.Sequence[tuple[int, int, int]]) -> None:
+        """Apply ``(lot, change of remaining, points allocated)`` triples for an entry.
+
+        Each triple changes the lot's remaining points and records the
+        allocation (positive when the entry took points, negative when it gave
+        them back).
+        """
+        lot = self.lot
+        moved = [{"lot": lot_id, "delta": delta} for lot_id, delta, _ in changes if delta]
+        if moved:
+            self.execute(
+                lot.update()
+                .where(lot.c.id == sa.bindparam("lot"))
+                .values(remaining=lot.c.remaining + sa.bindparam("delta")),
+                moved,
+            )
+        if changes:
+            self.execute(
+                self.allocation.insert(),
+                [{"entry_id": entry_id, "lot_id": lot_id, "points": points} for lot_id, _, points in changes],
+            )
+
+    def allocations(self, entry_id: int) -> list[t.Any]:
+        """What the entry took from each lot, with the lot's expiry state."""
+        a, lot = self.allocation, self.lot
+        return list(
+            self.execute(
+                sa.select(a.c.lot_id, a.c.points, lot.c.expires_at, lot.c.expired)
+                .join(lot, lot.c.id == a.c.lot_id)
+                .where(a.c.entry_id == entry_id)
+                .order_by(a.c.id)
+            ).all()
+        )
+
+    def returned_to_lots(self, entry_ids: t.Sequence[int]) -> dict[int, int]:
+        """Points already given back to each lot by the entries ``entry_ids``."""
+        if not entry_ids:
+            return {}
+        a = self.allocation
+        rows = self.execute(
+            sa.select(a.c.lot_id, sa.func.sum(a.c.points))
+            .where(a.c.entry_id.in_(entry_ids))
+            .group_by(a.c.lot_id)
+        ).all()
+        return {lot_id: -int(total) for lot_id, total in rows}
+
+    def reversal_ids(self, entry_id: int) -> list[int]:
+        """Ids of the reversals of ``entry_id``."""
+        e = self.entry
+        return list(self.execute(sa.select(e.c.id).where(e.c.reverses_id == entry_id)).scalars())
+
+    # -- reservations ----------------------------------------------------------
+
+    def find_reservation(self, member_id: int, key: str) -> t.Any:
+        """The reservation with this member and key (locking read), or ``None``."""
+        r = self.reservation
+        return self.execute(
+            sa.select(r).where(r.c.member_id == member_id, r.c.source_key == key).with_for_update()
+        ).first()
+
+    def insert_reservation(self, values: dict[str, t.Any]) -> int:
+        """Create a reservation and return its id."""
+        return int(self.execute(self.reservation.insert().values(**values)).inserted_primary_key[0])
+
+    def set_reservation_status(self, reservation_id: int, status: str) -> None:
+        """Move a reservation to ``captured`` or ``released``."""
+        r = self.reservation
+        self.execute(r.update().where(r.c.id == reservation_id).values(status=status))
+
+    def due_reservations(self, now: dt.datetime, limit: int) -> list[t.Any]:
+        """Held reservations whose time-to-live has run out."""
+        r = self.reservation
+        return list(
+            self.execute(
+                sa.select(r.c.member_id, r.c.source_key)
+                .where(r.c.status == "held", r.c.expires_at <= now)
+                .order_by(r.c.id)
+                .limit(limit)
+            ).all()
+        )

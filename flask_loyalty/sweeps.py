@@ -1,0 +1,197 @@
+"""Set-based statements that expire lots and make pending lots available.
+
+Part of the store layer: each sweep of a chunk of lots is a handful of SQL
+statements, whatever the chunk's size, never a statement per lot. A sweep
+locks the chunk's members first (in id order, the same order every writer
+uses), then re-checks each lot's state in every statement, so two processes
+sweeping the same lots at once, or a sweep racing a redemption, change each
+lot exactly once. The ``lot:<id>`` source key of the entries backs that up
+with a unique constraint.
+
+The running balance after each entry comes from a window function
+(``SUM(...) OVER (PARTITION BY member ORDER BY lot)``), supported by SQLite
+3.25+, PostgreSQL and MariaDB 10.2+/MySQL 8.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from .store import LoyaltyStore
+
+#: The reason recorded on entries written by sweeps.
+EXPIRE_REASON = "points expired"
+ACTIVATE_REASON = "pending points became available"
+
+
+def _due_expiry(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[bool]:
+    lot = store.lot
+    return sa.and_(
+        lot.c.remaining > 0,
+        lot.c.pending.is_(False),
+        lot.c.expired.is_(False),
+        lot.c.expires_at <= now,
+    )
+
+
+def _due_activation(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[bool]:
+    lot = store.lot
+    return sa.and_(lot.c.pending.is_(True), lot.c.available_from <= now)
+
+
+def due_lots(
+    store: LoyaltyStore, what: str, now: dt.datetime, limit: int, member_id: int | None = None
+) -> list[t.Any]:
+    """Up to ``limit`` ``(id, member_id)`` rows of lots due for ``what``.
+
+    :param what: ``"expire"`` or ``"activate"``.
+    :param member_id: restrict to one member's lots.
+    """
+    lot = store.lot
+    due = _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
+    query = sa.select(lot.c.id, lot.c.member_id).where(due)
+    if member_id is not None:
+        query = query.where(lot.c.member_id == member_id)
+    return list(store.execute(query.order_by(lot.c.id).limit(limit)).all())
+
+
+def member_has_due_lots(store: LoyaltyStore, member_id: int, now: dt.datetime) -> bool:
+    """Whether the member has lots to expire or to make available."""
+    lot = store.lot
+    query = (
+        sa.select(lot.c.id)
+        .where(
+            lot.c.member_id == member_id,
+            sa.or_(_due_expiry(store, now), _due_activation(store, now)),
+        )
+        .limit(1)
+    )
+    return store.execute(query).first() is not None
+
+
+def _lot_key(store: LoyaltyStore) -> sa.ColumnElement[str]:
+    return sa.literal("lot:") + sa.cast(store.lot.c.id, sa.String)
+
+
+def _running(store: LoyaltyStore) -> t.Any:
+    lot = store.lot
+    return sa.func.sum(lot.c.remaining).over(partition_by=lot.c.member_id, order_by=lot.c.id)
+
+
+def _insert_entries(store: LoyaltyStore, select: sa.Select[t.Any]) -> int:
+    e = store.entry
+    columns = [
+        "member_id", "kind", "points", "delta_available", "delta_pending", "delta_reserved",
+        "available_after", "pending_after", "reserved_after", "source_key", "params_hash",
+        "lot_id", "actor", "reason", "created_at",
+    ]  # fmt: skip
+    result = store.execute(e.insert().from_select([e.c[name] for name in columns], select))
+    return int(result.rowcount or 0)
+
+
+def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None) -> int:
+    """Expire the remainder of each due lot in ``lot_ids``; return the entries written.
+
+    The caller has locked the lots' members.
+    """
+    lot, m = store.lot, store.member
+    in_chunk = sa.and_(lot.c.id.in_(lot_ids), _due_expiry(store, now))
+    written = _insert_entries(
+        store,
+        sa.select(
+            lot.c.member_id,
+            sa.literal("expire"),
+            -lot.c.remaining,
+            -lot.c.remaining,
+            sa.literal(0),
+            sa.literal(0),
+            m.c.available - _running(store),
+            m.c.pending,
+            m.c.reserved,
+            _lot_key(store),
+            sa.literal(""),
+            lot.c.id,
+            sa.literal(actor, sa.String),
+            sa.literal(EXPIRE_REASON),
+            sa.literal(now, sa.DateTime),
+        )
+        .join(m, m.c.id == lot.c.member_id)
+        .where(in_chunk),
+    )
+    if not written:
+        return 0
+    expiring = (
+        sa.select(sa.func.coalesce(sa.func.sum(lot.c.remaining), 0))
+        .where(lot.c.member_id == m.c.id, in_chunk)
+        .scalar_subquery()
+    )
+    member_ids = sa.select(lot.c.member_id).where(lot.c.id.in_(lot_ids)).distinct()
+    store.execute(m.update().where(m.c.id.in_(member_ids.scalar_subquery())).values(available=m.c.available - expiring))
+    store.execute(lot.update().where(in_chunk).values(remaining=0, expired=True))
+    return written
+
+
+def activate_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None) -> int:
+    """Make each due pending lot in ``lot_ids`` available; return the entries written.
+
+    A member whose available balance is negative (a clawback under
+    ``allow_negative``) pays that debt first: the lot keeps only what is left
+    after it. The caller has locked the lots' members.
+    """
+    lot, m, e = store.lot, store.member, store.entry
+    in_chunk = sa.and_(lot.c.id.in_(lot_ids), _due_activation(store, now))
+    running = _running(store)
+    written = _insert_entries(
+        store,
+        sa.select(
+            lot.c.member_id,
+            sa.literal("activate"),
+            lot.c.remaining,
+            lot.c.remaining,
+            -lot.c.remaining,
+            sa.literal(0),
+            m.c.available + running,
+            m.c.pending - running,
+            m.c.reserved,
+            _lot_key(store),
+            sa.literal(""),
+            lot.c.id,
+            sa.literal(actor, sa.String),
+            sa.literal(ACTIVATE_REASON),
+            sa.literal(now, sa.DateTime),
+        )
+        .join(m, m.c.id == lot.c.member_id)
+        .where(in_chunk),
+    )
+    if not written:
+        return 0
+    activating = (
+        sa.select(sa.func.coalesce(sa.func.sum(lot.c.remaining), 0))
+        .where(lot.c.member_id == m.c.id, in_chunk)
+        .scalar_subquery()
+    )
+    member_ids = sa.select(lot.c.member_id).where(lot.c.id.in_(lot_ids)).distinct()
+    store.execute(
+        m.update()
+        .where(m.c.id.in_(member_ids.scalar_subquery()))
+        .values(available=m.c.available + activating, pending=m.c.pending - activating)
+    )
+    # What the lot keeps: max(0, balance after) - max(0, balance before).
+    before = e.c.available_after - e.c.delta_available
+    kept = (
+        sa.select(
+            sa.case(
+                (e.c.available_after <= 0, 0),
+                (before >= 0, e.c.delta_available),
+                else_=e.c.available_after,
+            )
+        )
+        .where(e.c.lot_id == lot.c.id, e.c.kind == "activate")
+        .scalar_subquery()
+    )
+    store.execute(lot.update().where(in_chunk).values(remaining=kept, pending=False))
+    return written

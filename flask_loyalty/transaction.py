@@ -1,0 +1,146 @@
+"""Write transactions: per-member locking, retries and SQLite's write lock.
+
+A ledger operation runs as one database transaction on the host's
+Flask-SQLAlchemy session. :func:`run_atomic` begins it, runs the operation,
+commits, and replays the whole operation when the database reports a deadlock,
+a serialization failure or a busy lock, up to ``LOYALTY_LOCK_RETRIES`` times.
+
+If the host has already written in the session's current transaction
+(pending or flushed changes), the operation joins that transaction so that the
+host's writes and the loyalty writes commit together; it cannot be replayed
+then, so a retryable failure rolls back and raises
+:class:`~flask_loyalty.errors.ConcurrencyError`.
+
+On SQLite, a write transaction starts with ``BEGIN IMMEDIATE``, which takes
+the database's write lock at once, so two writers never interleave.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+import typing as t
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from .errors import ConcurrencyError
+
+T = t.TypeVar("T")
+
+_WRITE_OPTION = "loyalty_write"
+_FLUSHED = "loyalty_host_flushed"
+_SQLITE_RETRY_STATES = ("database is locked", "database table is locked", "busy")
+#: PostgreSQL SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available.
+_PG_RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
+#: MySQL/MariaDB errors: lock wait timeout, deadlock, record changed since last read.
+_MYSQL_RETRY_CODES = frozenset({1205, 1213, 1020})
+
+
+def install_sqlite_locking(engine: sa.engine.Engine) -> None:
+    """Make ``engine`` (SQLite) begin transactions explicitly.
+
+    Every transaction begins with ``BEGIN``, and a loyalty write transaction
+    with ``BEGIN IMMEDIATE``. The pysqlite driver is put in autocommit mode so
+    that it emits no ``BEGIN`` of its own (SQLAlchemy's documented recipe for
+    SQLite transactions). Installing twice is harmless.
+    """
+    if engine.dialect.name != "sqlite" or getattr(engine, "_loyalty_locking", False):
+        return
+    engine._loyalty_locking = True  # type: ignore[attr-defined]
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: t.Any, record: t.Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    # Connections opened before the listeners existed are discarded.
+    engine.pool.dispose()
+
+
+def track_host_flushes(session_class: t.Any) -> None:
+    """Record in ``session.info`` whether the current transaction has flushed.
+
+    That is how :func:`run_atomic` tells a transaction the host has written in
+    (which it must join) from one that has only read (which it may close).
+    """
+    if getattr(session_class, "_loyalty_tracked", False):
+        return
+    session_class._loyalty_tracked = True
+
+    @event.listens_for(session_class, "after_flush")
+    def _flushed(session: Session, context: t.Any) -> None:
+        session.info[_FLUSHED] = True
+
+    @event.listens_for(session_class, "after_transaction_end")
+    def _ended(session: Session, transaction: t.Any) -> None:
+        if transaction.parent is None:
+            session.info.pop(_FLUSHED, None)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock, serialization failure or busy lock."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in _PG_RETRY_STATES:
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(state in str(orig) for state in _SQLITE_RETRY_STATES)
+    args = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES
+
+
+def host_has_written(session: Session) -> bool:
+    """Whether the session's transaction holds writes of the host's."""
+    return bool(session.new or session.dirty or session.deleted or session.info.get(_FLUSHED))
+
+
+def run_atomic(
+    session: Session,
+    work: t.Callable[[], T],
+    *,
+    retries: int,
+    delay: float,
+) -> T:
+    """Run ``work`` in one write transaction and commit it.
+
+    :param session: the host's session.
+    :param work: the operation; it may run more than once, so it must do
+        nothing but database work through the session.
+    :param retries: how many times a retryable failure is retried.
+    :param delay: the base of the exponential back-off, in seconds.
+    :raises ConcurrencyError: when the retries are used up, or at once when the
+        operation joined a host transaction.
+    """
+    joined = host_has_written(session)
+    if not joined and session.in_transaction():
+        # A transaction that has only read: end it so that ours begins with
+        # the write lock and can be replayed.
+        session.commit()
+    attempt = 0
+    while True:
+        try:
+            if not joined:
+                session.connection(execution_options={_WRITE_OPTION: True})
+            result = work()
+            session.commit()
+            return result
+        except BaseException as error:
+            session.rollback()
+            if not is_retryable(error):
+                raise
+            if joined or attempt >= retries:
+                raise ConcurrencyError(
+                    "The database stayed busy (deadlock, serialization failure or lock "
+                    f"timeout) after {attempt + 1} attempt(s); nothing was written."
+                ) from error
+            attempt += 1
+            time.sleep(delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
