@@ -89,7 +89,8 @@ def _insert_entries(store: LoyaltyStore, select: sa.Select[t.Any]) -> int:
         "available_after", "pending_after", "reserved_after", "source_key", "params_hash",
         "lot_id", "actor", "reason", "created_at",
     ]  # fmt: skip
-    result = store.execute(e.insert().from_select([e.c[name] for name in columns], select))
+    insert = e.insert().from_select([e.c[name] for name in columns], select)
+    result = store.execute(insert.execution_options(preserve_rowcount=True))
     return int(result.rowcount or 0)
 
 
