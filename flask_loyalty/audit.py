@@ -88,17 +88,28 @@ def _held_sums(store: t.Any, low: int, high: int) -> t.Any:
 
 def _check_chunk(store: t.Any, low: int, high: int) -> list[Discrepancy]:
     m = store.member
-    led, lots, held = _ledger_sums(store, low, high), _lot_sums(store, low, high), _held_sums(store, low, high)
+    led, lots, held = (
+        _ledger_sums(store, low, high),
+        _lot_sums(store, low, high),
+        _held_sums(store, low, high),
+    )
 
     def zero(column: t.Any) -> t.Any:
         return sa.func.coalesce(column, 0)
 
     rows = store.execute(
         sa.select(
-            m.c.id, m.c.available, m.c.pending, m.c.reserved, m.c.lifetime_earned,
-            zero(led.c.available).label("l_available"), zero(led.c.pending).label("l_pending"),
-            zero(led.c.reserved).label("l_reserved"), zero(led.c.lifetime_earned).label("l_lifetime"),
-            zero(lots.c.lots).label("lots"), zero(lots.c.pending_lots).label("pending_lots"),
+            m.c.id,
+            m.c.available,
+            m.c.pending,
+            m.c.reserved,
+            m.c.lifetime_earned,
+            zero(led.c.available).label("l_available"),
+            zero(led.c.pending).label("l_pending"),
+            zero(led.c.reserved).label("l_reserved"),
+            zero(led.c.lifetime_earned).label("l_lifetime"),
+            zero(lots.c.lots).label("lots"),
+            zero(lots.c.pending_lots).label("pending_lots"),
             zero(held.c.held).label("held"),
         )  # fmt: skip
         .outerjoin(led, led.c.member_id == m.c.id)
@@ -126,7 +137,9 @@ def _chunks(store: t.Any, size: int) -> t.Iterator[tuple[int, int]]:
     m = store.member
     last = 0
     while True:
-        ids = store.execute(sa.select(m.c.id).where(m.c.id > last).order_by(m.c.id).limit(size)).scalars().all()
+        ids = (
+            store.execute(sa.select(m.c.id).where(m.c.id > last).order_by(m.c.id).limit(size)).scalars().all()
+        )
         if not ids:
             return
         yield ids[0], ids[-1]
@@ -153,15 +166,27 @@ def _repair_lots(store: t.Any, member_id: int, pending: bool, change: int, now: 
     """Add ``change`` points to the member's live (or pending) lots."""
     if change > 0:
         store.insert_lot(
-            {"member_id": member_id, "points": change, "remaining": change, "pending": pending,
-             "expired": False, "available_from": now, "expires_at": None, "created_at": now}  # fmt: skip
+            {
+                "member_id": member_id,
+                "points": change,
+                "remaining": change,
+                "pending": pending,
+                "expired": False,
+                "available_from": now,
+                "expires_at": None,
+                "created_at": now,
+            }  # fmt: skip
         )
         return
     lot = store.lot
     rows = store.execute(
         sa.select(lot.c.id, lot.c.remaining)
-        .where(lot.c.member_id == member_id, lot.c.pending.is_(pending), lot.c.expired.is_(False),
-               lot.c.remaining > 0)  # fmt: skip
+        .where(
+            lot.c.member_id == member_id,
+            lot.c.pending.is_(pending),
+            lot.c.expired.is_(False),
+            lot.c.remaining > 0,
+        )  # fmt: skip
         .order_by(lot.c.expires_at.is_(None).desc(), lot.c.expires_at.desc(), lot.c.id.desc())
         .with_for_update()
     ).all()
@@ -189,6 +214,7 @@ def rebuild(*, actor: str = "rebuild", progress: Progress | None = None) -> list
     store = state.store
     repaired: list[Discrepancy] = []
     for found in verify(progress=progress):
+
         def work(d: Discrepancy = found) -> bool:
             cached = store.lock_member(d.member_id, active=False)
             # Re-check under the lock: a concurrent operation may have moved it.

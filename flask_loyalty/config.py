@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import Flask
 from flask import current_app
+from flask import Flask
 
 #: The prefix shared by every configuration key of the extension.
 PREFIX = "LOYALTY_"

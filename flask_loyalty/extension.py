@@ -7,15 +7,15 @@ import datetime as dt
 import typing as t
 
 import sqlalchemy as sa
-from flask import Flask
 from flask import current_app
+from flask import Flask
 from flask import has_app_context
 
-from .config import CLAWBACK_POLICIES
 from .config import apply_defaults
+from .config import CLAWBACK_POLICIES
 from .config import config_value
-from .models import Models
 from .models import build_models
+from .models import Models
 from .store import LoyaltyStore
 from .transaction import install_sqlite_locking
 from .transaction import track_host_flushes
@@ -146,7 +146,11 @@ def _check_config(app: Flask) -> None:
         raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
     for key in ("LOCK_RETRIES", "JOB_CHUNK_SIZE"):
         value = config_value(key, app)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "LOCK_RETRIES" else 1):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (0 if key == "LOCK_RETRIES" else 1)
+        ):
             raise ValueError(f"LOYALTY_{key} must be a non-negative whole number, not {value!r}.")
 
 

@@ -105,9 +105,7 @@ class MemberMixin(UserMixin):
 
     def check_password(self, password: str) -> bool:
         """Whether ``password`` matches the stored hash."""
-        return bool(self.password_hash) and check_password_hash(
-            t.cast(str, self.password_hash), password
-        )
+        return bool(self.password_hash) and check_password_hash(t.cast(str, self.password_hash), password)
 
 
 class LedgerEntryMixin:
@@ -264,11 +262,7 @@ def build_models(prefix: str = "loyalty_") -> Models:
 
     class Member(MemberMixin, Base):
         __tablename__ = f"{p}member"
-        __table_args__ = (
-            sa.CheckConstraint(
-                "status IN ('active', 'closed')", name="status"
-            ),
-        )
+        __table_args__ = (sa.CheckConstraint("status IN ('active', 'closed')", name="status"),)
 
     class LedgerEntry(LedgerEntryMixin, Base):
         __tablename__ = f"{p}ledger_entry"

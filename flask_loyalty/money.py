@@ -53,9 +53,7 @@ def check_currency(code: str, app: Flask | None = None) -> str:
     """
     expected = currency(app)
     if not isinstance(code, str) or code.upper() != expected:
-        raise CurrencyMismatch(
-            f"Amount is in {code!r} but this shop's loyalty currency is {expected}."
-        )
+        raise CurrencyMismatch(f"Amount is in {code!r} but this shop's loyalty currency is {expected}.")
     return expected
 
 

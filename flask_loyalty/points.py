@@ -28,12 +28,12 @@ from .config import config_value
 from .errors import InvalidRequest
 from .errors import InvalidState
 from .errors import NotFound
-from .posting import LotChange
-from .posting import Operation
-from .posting import Posting
 from .posting import check_points
 from .posting import check_text
+from .posting import LotChange
 from .posting import net_credit
+from .posting import Operation
+from .posting import Posting
 from .posting import run_operation
 from .posting import to_utc
 
@@ -147,8 +147,14 @@ def reserve(
         op.settle()
         changes, _ = op.take(points)
         reservation_id = op.store.insert_reservation(
-            {"member_id": op.member_id, "source_key": op.key, "points": points, "status": "held",
-             "expires_at": until, "created_at": op.now}  # fmt: skip
+            {
+                "member_id": op.member_id,
+                "source_key": op.key,
+                "points": points,
+                "status": "held",
+                "expires_at": until,
+                "created_at": op.now,
+            }  # fmt: skip
         )
         return op.write(-points, available=-points, reserved=points, lot_changes=changes,
                         reservation_id=reservation_id, **refs)  # fmt: skip
@@ -184,9 +190,16 @@ def _give_back(op: Operation, entry_id: int, points: int, already: t.Sequence[in
         keep -= back
         if row.expired or (row.expires_at is not None and row.expires_at <= op.now):
             op.store.insert_lot(
-                {"member_id": op.member_id, "points": back, "remaining": back, "pending": False,
-                 "expired": False, "available_from": op.now, "expires_at": row.expires_at,
-                 "created_at": op.now}  # fmt: skip
+                {
+                    "member_id": op.member_id,
+                    "points": back,
+                    "remaining": back,
+                    "pending": False,
+                    "expired": False,
+                    "available_from": op.now,
+                    "expires_at": row.expires_at,
+                    "created_at": op.now,
+                }  # fmt: skip
             )
             changes.append((row.lot_id, 0, -back))
         else:
@@ -357,7 +370,9 @@ def adjust(
         if points > 0:
             if end is not None and end <= op.now:
                 raise InvalidRequest("expires_at must be in the future.")
-            return _credit(op, points, pending=False, lifetime=0, expires_at=end, available_from=op.now, **refs)
+            return _credit(
+                op, points, pending=False, lifetime=0, expires_at=end, available_from=op.now, **refs
+            )
         op.settle()
         changes, _ = op.take(-points, allow_shortfall=allow_negative)
         return op.write(points, available=points, lot_changes=changes, **refs)

@@ -131,7 +131,9 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
         .scalar_subquery()
     )
     member_ids = sa.select(lot.c.member_id).where(lot.c.id.in_(lot_ids)).distinct()
-    store.execute(m.update().where(m.c.id.in_(member_ids.scalar_subquery())).values(available=m.c.available - expiring))
+    store.execute(
+        m.update().where(m.c.id.in_(member_ids.scalar_subquery())).values(available=m.c.available - expiring)
+    )
     store.execute(lot.update().where(in_chunk).values(remaining=0, expired=True))
     return written
 
