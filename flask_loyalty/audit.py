@@ -12,14 +12,15 @@ the lots agree with the ledger again and records each change as a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing as t
 
 import sqlalchemy as sa
-from flask import current_app
 
 from . import signals
 from .config import config_value
 from .proxies import current_loyalty
+from .signals import send
 
 #: Called after each chunk of members with the number of members checked.
 Progress = t.Callable[[int], None]
@@ -154,8 +155,9 @@ def verify(*, progress: Progress | None = None) -> list[Discrepancy]:
     store = current_loyalty.store
     found: list[Discrepancy] = []
     checked = 0
-    for low, high in store.atomic(lambda: list(_chunks(store, int(config_value("JOB_CHUNK_SIZE"))))):
-        found += store.atomic(lambda low=low, high=high: _check_chunk(store, low, high))
+    size = int(config_value("JOB_CHUNK_SIZE"))
+    for low, high in store.atomic(lambda: list(_chunks(store, size))):
+        found += store.atomic(functools.partial(_check_chunk, store, low, high))
         checked += 1
         if progress is not None:
             progress(checked)
@@ -237,5 +239,5 @@ def rebuild(*, actor: str = "rebuild", progress: Progress | None = None) -> list
         if store.atomic(work):
             repaired.append(found)
     if repaired:
-        signals.balances_rebuilt.send(current_app._get_current_object(), repairs=repaired)
+        send(signals.balances_rebuilt, repairs=repaired)
     return repaired

@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import typing as t
 
-from flask import current_app
-
 from . import points
 from . import signals
 from .config import config_value
@@ -20,6 +18,7 @@ from .errors import InvalidState
 from .errors import MemberClosed
 from .posting import to_utc
 from .proxies import current_loyalty
+from .signals import send
 from .sweeps import activate_lots
 from .sweeps import due_lots
 from .sweeps import expire_lots
@@ -61,7 +60,7 @@ def _sweep(
         written, member_ids, found = store.atomic(work)
         if written:
             total += written
-            signal.send(current_app._get_current_object(), member_ids=member_ids, count=written)
+            send(signal, member_ids=member_ids, count=written)
             if progress is not None:
                 progress(total)
         if not found:

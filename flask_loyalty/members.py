@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import current_app
-
 from . import signals
 from .errors import InvalidRequest
 from .errors import MemberNotFound
 from .posting import check_text
 from .posting import member_id_of
 from .proxies import current_loyalty
+from .signals import send
 from .store import Balances
 
 
@@ -48,7 +47,7 @@ def enroll(
         return member
 
     member = store.atomic(work)
-    signals.member_enrolled.send(current_app._get_current_object(), member=member)
+    send(signals.member_enrolled, member=member)
     return member
 
 

@@ -65,7 +65,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-class MemberMixin(UserMixin):
+class MemberMixin(UserMixin):  # type: ignore[misc]
     """Columns of a loyalty member and the cached balances.
 
     The member row caches ``available``, ``pending``, ``reserved`` and
@@ -95,7 +95,7 @@ class MemberMixin(UserMixin):
     closed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     @property
-    def is_active(self) -> bool:  # type: ignore[override]
+    def is_active(self) -> bool:
         """Whether the member may log in and use the ledger."""
         return self.status == "active"
 

@@ -40,7 +40,7 @@ from .posting import to_utc
 __all__ = ["earn", "redeem", "reserve", "capture", "release", "reverse", "adjust"]
 
 
-def _refs(actor: t.Any, reason: t.Any) -> dict[str, str | None]:
+def _refs(actor: t.Any, reason: t.Any) -> dict[str, t.Any]:
     return {"actor": check_text(actor, "actor", 191), "reason": check_text(reason, "reason", 500)}
 
 
@@ -60,7 +60,7 @@ def _credit(op: Operation, points: int, *, pending: bool, lifetime: int, expires
             "created_at": op.now,
         }
     )
-    delta = {"pending": points} if pending else {"available": points}
+    delta: dict[str, t.Any] = {"pending": points} if pending else {"available": points}
     return op.write(points, lifetime=lifetime, lot_id=lot_id, **delta, **refs)
 
 

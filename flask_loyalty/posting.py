@@ -15,12 +15,11 @@ import hashlib
 import json
 import typing as t
 
-from flask import current_app
-
 from .errors import IdempotencyConflict
 from .errors import InsufficientPoints
 from .errors import InvalidRequest
 from .proxies import current_loyalty
+from .signals import send
 from .store import Balances
 from .store import LoyaltyStore
 from .sweeps import activate_lots
@@ -137,7 +136,7 @@ def to_utc(value: t.Any, name: str) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         raise InvalidRequest(f"{name} must be a datetime, not {value!r}.")
     if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
@@ -300,5 +299,5 @@ def run_operation(
 
     posting = state.store.atomic(work)
     if not posting.replayed:
-        signal.send(current_app._get_current_object(), member_id=member_id, entry=posting, **signal_kwargs)
+        send(signal, member_id=member_id, entry=posting, **signal_kwargs)
     return posting

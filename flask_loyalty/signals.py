@@ -9,9 +9,19 @@ the transaction that made the change has committed, and never for a replayed
 
 from __future__ import annotations
 
+import typing as t
+
 from blinker import Namespace
+from blinker import Signal
+from flask import current_app
 
 _signals = Namespace()
+
+
+def send(signal: Signal, **kwargs: t.Any) -> None:
+    """Send ``signal`` with the real current app as sender (internal)."""
+    signal.send(current_app._get_current_object(), **kwargs)  # type: ignore[attr-defined]
+
 
 #: Points were credited. Sent with ``member_id`` and ``entry``
 #: (a :class:`~flask_loyalty.points.Posting`); ``entry.pending`` tells whether

@@ -94,7 +94,7 @@ def is_retryable(error: BaseException) -> bool:
         return True
     if isinstance(orig, sqlite3.OperationalError):
         return any(state in str(orig) for state in _SQLITE_RETRY_STATES)
-    args = getattr(orig, "args", ())
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
     return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES
 
 
