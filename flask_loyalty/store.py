@@ -10,6 +10,7 @@ against the models' tables: one round trip each, no unit-of-work overhead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as dt
 import typing as t
 
@@ -77,18 +78,25 @@ class LoyaltyStore:
         """The host's session for the current app context."""
         return self.db.session()
 
-    @property
+    @functools.cached_property
     def dialect(self) -> str:
         """The name of the database dialect (``sqlite``, ``postgresql``, ``mysql``)."""
         return str(self.session.get_bind().dialect.name)
 
     def atomic(self, work: t.Callable[[], T], app: Flask | None = None) -> T:
-        """Run ``work`` in one write transaction, retrying on lock conflicts."""
+        """Run ``work`` in one write transaction, retrying on lock conflicts.
+
+        On MySQL/MariaDB the transaction runs at ``READ COMMITTED``: once the
+        member's row lock is held, every statement sees the latest committed
+        rows (``REPEATABLE READ`` would read a snapshot older than the lock)
+        and no gap locks are taken.
+        """
         return run_atomic(
             self.session,
             work,
             retries=int(config_value("LOCK_RETRIES", app)),
             delay=float(config_value("LOCK_RETRY_DELAY", app)),
+            isolation_level="READ COMMITTED" if self.dialect in ("mysql", "mariadb") else None,
         )
 
     def execute(self, statement: t.Any, params: t.Any = None) -> t.Any:

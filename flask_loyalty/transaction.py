@@ -109,6 +109,7 @@ def run_atomic(
     *,
     retries: int,
     delay: float,
+    isolation_level: str | None = None,
 ) -> T:
     """Run ``work`` in one write transaction and commit it.
 
@@ -117,6 +118,8 @@ def run_atomic(
         nothing but database work through the session.
     :param retries: how many times a retryable failure is retried.
     :param delay: the base of the exponential back-off, in seconds.
+    :param isolation_level: the isolation level of the transaction when the
+        operation starts its own.
     :raises ConcurrencyError: when the retries are used up, or at once when the
         operation joined a host transaction.
     """
@@ -129,7 +132,10 @@ def run_atomic(
     while True:
         try:
             if not joined:
-                session.connection(execution_options={_WRITE_OPTION: True})
+                options: dict[str, t.Any] = {_WRITE_OPTION: True}
+                if isolation_level:
+                    options["isolation_level"] = isolation_level
+                session.connection(execution_options=options)
             result = work()
             session.commit()
             return result
