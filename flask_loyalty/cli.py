@@ -98,7 +98,8 @@ def release_reservations_command(now: dt.datetime | None, chunk_size: int | None
     click.echo(f"Released {count} reservation(s).")
 
 
-@loyalty_cli.command("adjust")
+# Negative POINTS ("-500") must parse as an argument, not as an unknown option.
+@loyalty_cli.command("adjust", context_settings={"ignore_unknown_options": True})
 @click.argument("member_id", type=click.IntRange(min=1))
 @click.argument("points", type=int)
 @click.option("--reason", required=True, help="Why the balance changes (recorded).")

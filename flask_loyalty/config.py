@@ -29,8 +29,6 @@ DEFAULTS: dict[str, t.Any] = {
     "LOCK_RETRY_DELAY": 0.05,
     "SQLITE_IMMEDIATE_ENABLED": True,
     "JOB_CHUNK_SIZE": 1000,
-    # Members.
-    "USER_MODEL": None,
 }
 
 #: The clawback policies accepted by ``LOYALTY_CLAWBACK_POLICY``.

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask import Flask
 from flask import has_app_context
+from sqlalchemy.sql.elements import conv
 
 from .config import apply_defaults
 from .config import CLAWBACK_POLICIES
@@ -99,10 +100,13 @@ class Loyalty:
         """
         if "loyalty" in app.extensions:
             raise RuntimeError("flask-loyalty is already registered on this app.")
-        db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
-        if db is None:
+        registered = app.extensions.get("sqlalchemy")
+        db = self.db if self.db is not None else registered
+        # Checked before anything is registered, so that a failed call can be retried.
+        if registered is None or db is not registered:
             raise RuntimeError(
-                "flask-loyalty needs Flask-SQLAlchemy: call db.init_app(app) first, or pass db=."
+                "flask-loyalty needs Flask-SQLAlchemy on the app: call db.init_app(app) before"
+                " loyalty.init_app(app), with the same db as Loyalty(db=...)."
             )
         apply_defaults(app)
         _check_config(app)
@@ -159,12 +163,45 @@ def _attach_tables(target: sa.MetaData, source: sa.MetaData) -> None:
 
     ``db.create_all()`` then creates them, and Alembic autogenerate in the
     host's project sees them as known tables (it would otherwise offer to drop
-    them). The copies keep the extension's explicit constraint names.
+    them). The copies keep the extension's constraint and index names.
+
+    :raises RuntimeError: if a host table has the name of one of the tables;
+        nothing is copied then.
     """
+    clashes = [
+        table.key
+        for table in source.sorted_tables
+        if table.key in target.tables and not target.tables[table.key].info.get("flask_loyalty")
+    ]
+    if clashes:
+        raise RuntimeError(
+            f"The host already defines a table named {clashes[0]!r}: set LOYALTY_TABLE_PREFIX"
+            " to a prefix that no host table uses."
+        )
     for table in source.sorted_tables:
-        existing = target.tables.get(table.key)
-        if existing is None:
+        if table.key not in target.tables:
             copy = table.to_metadata(target)
             copy.info["flask_loyalty"] = True
-        elif not existing.info.get("flask_loyalty"):
-            raise RuntimeError(f"The host already defines a table named {table.key!r}.")
+            _keep_names(table, copy)
+
+
+def _keep_names(source: sa.Table, copy: sa.Table) -> None:
+    """Give the copy's unique constraints and indexes the names they have in ``source``.
+
+    ``Table.to_metadata`` rebuilds the ones made by ``unique=True`` and
+    ``index=True`` on a column instead of copying them, so the host metadata's
+    naming convention (or its lack of one) would name them otherwise, and
+    ``create_all`` would disagree with the shipped migrations.
+    """
+    names: dict[tuple[t.Any, ...], t.Any] = {}
+    for item in [*source.constraints, *source.indexes]:
+        if isinstance(item, sa.UniqueConstraint | sa.Index):
+            names[_shape(item)] = item.name
+    for item in [*copy.constraints, *copy.indexes]:
+        if isinstance(item, sa.UniqueConstraint | sa.Index) and names.get(_shape(item)) is not None:
+            item.name = conv(names[_shape(item)])
+
+
+def _shape(item: sa.UniqueConstraint | sa.Index) -> tuple[t.Any, ...]:
+    unique = item.unique if isinstance(item, sa.Index) else True
+    return (type(item), unique, tuple(column.name for column in item.columns))

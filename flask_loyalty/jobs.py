@@ -14,6 +14,7 @@ import typing as t
 from . import points
 from . import signals
 from .config import config_value
+from .errors import InvalidRequest
 from .errors import InvalidState
 from .errors import MemberClosed
 from .posting import to_utc
@@ -28,9 +29,9 @@ Progress = t.Callable[[int], None]
 
 
 def _chunk_size(chunk_size: int | None) -> int:
-    size = chunk_size or int(config_value("JOB_CHUNK_SIZE"))
+    size = int(config_value("JOB_CHUNK_SIZE")) if chunk_size is None else chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk_size must be a positive whole number, not {size!r}.")
+        raise InvalidRequest(f"chunk_size must be a positive whole number, not {size!r}.")
     return size
 
 
@@ -49,24 +50,28 @@ def _sweep(
     size = _chunk_size(chunk_size)
     total = 0
 
-    def work() -> tuple[int, list[int], bool]:
-        rows = due_lots(store, what, when, size)
+    last = 0
+
+    def work() -> tuple[int, list[int], int]:
+        rows = due_lots(store, what, when, size, after=last)
         member_ids = sorted({row.member_id for row in rows})
         store.lock_members(member_ids)
         written = sweep(store, [row.id for row in rows], when, actor) if rows else 0
-        return written, member_ids, bool(rows)
+        return written, member_ids, max((row.id for row in rows), default=0)
 
     while True:
-        written, member_ids, found = store.atomic(work)
+        # Each chunk starts after the previous one's last lot (keyset paging),
+        # so a run reads every lot once rather than once per chunk.
+        # A chunk that wrote nothing was swept by another process in the
+        # meantime; the next chunk goes on after it all the same.
+        written, member_ids, last = store.atomic(work)
         if written:
             total += written
             send(signal, member_ids=member_ids, count=written)
             if progress is not None:
                 progress(total)
-        if not found:
+        if not last:
             return total
-        # A chunk that wrote nothing was swept by another process in the
-        # meantime; the next selection no longer sees those lots.
 
 
 def expire_points(

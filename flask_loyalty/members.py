@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typing as t
 
+from sqlalchemy.exc import IntegrityError
+
 from . import signals
 from .errors import InvalidRequest
 from .errors import MemberNotFound
@@ -28,7 +30,8 @@ def enroll(
     :param password: set for shops that use the member as their login user.
     :param user_id: the host user's primary key, for shops with their own
         user model; stored as a string, unique among members.
-    :raises InvalidRequest: on malformed input.
+    :raises InvalidRequest: on malformed input, or an email or user id that
+        another member already has (nothing is written then).
     """
     values: dict[str, t.Any] = {
         "name": check_text(name, "name", 120) or "",
@@ -39,6 +42,7 @@ def enroll(
     if values["email"] is not None and "@" not in values["email"]:
         raise InvalidRequest(f"{email!r} is not an email address.")
     store = current_loyalty.store
+    values["created_at"] = current_loyalty.now()
 
     def work() -> t.Any:
         member = store.add_member(**values)
@@ -46,7 +50,13 @@ def enroll(
             member.set_password(password)
         return member
 
-    member = store.atomic(work)
+    try:
+        member = store.atomic(work)
+    except IntegrityError as error:
+        # The database's unique constraints decide, so that two concurrent
+        # enrolments with the same email cannot both succeed.
+        taken = " or ".join(f"{k.replace('_', ' ')} {values[k]!r}" for k in ("email", "user_id") if values[k])
+        raise InvalidRequest(f"A member with {taken} already exists.") from error
     send(signals.member_enrolled, member=member)
     return member
 

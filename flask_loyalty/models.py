@@ -256,9 +256,12 @@ def build_models(prefix: str = "loyalty_") -> Models:
         raise ValueError(f"LOYALTY_TABLE_PREFIX {prefix!r} is not a usable table prefix.")
     p = prefix
 
-    class Base(LoyaltyBase):
+    # Its own registry per prefix: classes of two prefixes share names
+    # (``Member``, ``OrderLine``), and one registry would mix up their lookups.
+    class Base(LoyaltyBase, DeclarativeBase):
         __abstract__ = True
         metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+        registry = sa.orm.registry(metadata=metadata)
 
     class Member(MemberMixin, Base):
         __tablename__ = f"{p}member"

@@ -26,6 +26,9 @@ _EXPONENTS: dict[str, int] = {
 
 MoneyInput: t.TypeAlias = Decimal | int | str
 
+#: The most minor units an amount may have: what a signed 64-bit column holds.
+MAX_MINOR = 2**63 - 1
+
 
 def currency(app: Flask | None = None) -> str:
     """Return the configured ISO 4217 currency code (``LOYALTY_CURRENCY``)."""
@@ -61,7 +64,8 @@ def parse_amount(value: MoneyInput, code: str | None = None) -> Decimal:
     """Parse ``value`` into a :class:`~decimal.Decimal` of the currency.
 
     No rounding happens: an amount finer than the minor unit (``1.005`` in a
-    two-decimal currency) is refused, as are floats, booleans, NaN and infinity.
+    two-decimal currency) is refused, as are floats, booleans, NaN, infinity
+    and amounts of more than :data:`MAX_MINOR` minor units.
 
     :raises InvalidRequest: if ``value`` is not an exact amount of the currency.
     """
@@ -74,6 +78,9 @@ def parse_amount(value: MoneyInput, code: str | None = None) -> Decimal:
     if not amount.is_finite():
         raise InvalidRequest(f"{value!r} is not a finite amount of money.")
     exp = decimals(code)
+    # Checked before quantizing, which fails on more digits than the context holds.
+    if amount.copy_abs() > Decimal(MAX_MINOR).scaleb(-exp):
+        raise InvalidRequest(f"{value!r} is too large an amount of money.")
     if amount != amount.quantize(Decimal(1).scaleb(-exp), rounding=decimal.ROUND_DOWN):
         raise InvalidRequest(f"{value!r} has more than {exp} decimal place(s).")
     return amount

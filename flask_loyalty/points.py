@@ -239,7 +239,8 @@ def capture(
             raise InvalidState(f"Reservation {op.key!r} holds only {reservation.points} points.")
         posting = op.write(-amount, reserved=-amount, reservation_id=reservation.id, **refs)
         if amount < reservation.points:
-            _release(op, reservation, reservation.points - amount, **refs)
+            released = _release(op, reservation, reservation.points - amount, **refs)
+            op.notify(signals.points_released, after=True, member_id=op.member_id, entry=released)
         op.store.set_reservation_status(reservation.id, "captured")
         return posting
 
@@ -363,7 +364,7 @@ def adjust(
     points = check_points(points, signed=True)
     end = to_utc(expires_at, "expires_at")
     refs = _refs(actor, reason)
-    if not refs["actor"] or not refs["reason"]:
+    if not (refs["actor"] or "").strip() or not (refs["reason"] or "").strip():
         raise InvalidRequest("An adjustment needs an actor and a reason.")
 
     def apply(op: Operation) -> Posting:

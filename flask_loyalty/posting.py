@@ -15,6 +15,7 @@ import hashlib
 import json
 import typing as t
 
+from . import signals
 from .errors import IdempotencyConflict
 from .errors import InsufficientPoints
 from .errors import InvalidRequest
@@ -166,6 +167,13 @@ class Operation:
     digest: str
     now: dt.datetime
     balances: Balances = dataclasses.field(init=False)
+    #: Signals to send after commit besides the operation's own:
+    #: ``(signal, keyword payload, whether it goes after the operation's)``.
+    events: list[tuple[t.Any, dict[str, t.Any], bool]] = dataclasses.field(init=False, default_factory=list)
+
+    def notify(self, signal: t.Any, *, after: bool = False, **payload: t.Any) -> None:
+        """Send ``signal`` with ``payload`` once the operation has committed."""
+        self.events.append((signal, payload, after))
 
     def begin(self) -> Posting | None:
         """Lock the member; return the earlier posting if the key was used before.
@@ -190,9 +198,15 @@ class Operation:
         store, mid = self.store, self.member_id
         if not member_has_due_lots(store, mid, self.now):
             return
-        for what, sweep in (("activate", activate_lots), ("expire", expire_lots)):
+        for what, sweep, signal in (
+            ("activate", activate_lots, signals.points_activated),
+            ("expire", expire_lots, signals.points_expired),
+        ):
+            count = 0
             while rows := due_lots(store, what, self.now, 1000, member_id=mid):
-                sweep(store, [row.id for row in rows], self.now, None)
+                count += sweep(store, [row.id for row in rows], self.now, None)
+            if count:
+                self.notify(signal, member_ids=[mid], count=count)
         self.balances = store.lock_member(mid)
 
     def take(
@@ -293,11 +307,17 @@ def run_operation(
     key = check_key(key)
     op_digest = digest(kind, params)
 
-    def work() -> Posting:
+    def work() -> tuple[Posting, list[tuple[t.Any, dict[str, t.Any], bool]]]:
         op = Operation(state.store, member_id, kind, key, op_digest, state.now())
-        return op.begin() or apply(op)
+        return op.begin() or apply(op), op.events
 
-    posting = state.store.atomic(work)
+    posting, events = state.store.atomic(work)
     if not posting.replayed:
+        for event, payload, after in events:
+            if not after:
+                send(event, **payload)
         send(signal, member_id=member_id, entry=posting, **signal_kwargs)
+        for event, payload, after in events:
+            if after:
+                send(event, **payload)
     return posting

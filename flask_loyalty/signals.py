@@ -24,8 +24,8 @@ def send(signal: Signal, **kwargs: t.Any) -> None:
 
 
 #: Points were credited. Sent with ``member_id`` and ``entry``
-#: (a :class:`~flask_loyalty.points.Posting`); ``entry.pending`` tells whether
-#: they wait in the pending bucket.
+#: (a :class:`~flask_loyalty.posting.Posting`); ``entry.delta_pending`` is
+#: non-zero when they wait in the pending bucket.
 points_earned = _signals.signal("points-earned")
 
 #: Points were spent at once. Sent with ``member_id`` and ``entry``.
@@ -42,7 +42,8 @@ points_captured = _signals.signal("points-captured")
 points_released = _signals.signal("points-released")
 
 #: An earlier credit or debit was reversed (refund, cancellation). Sent with
-#: ``member_id``, ``entry`` and ``original`` (the reversed entry's id).
+#: ``member_id``, ``entry`` and ``original`` (the reversed entry's
+#: ``(kind, key)``; ``entry.reverses_id`` is its id).
 points_reversed = _signals.signal("points-reversed")
 
 #: A sweep expired lots. Sent once per sweep chunk with ``member_ids``

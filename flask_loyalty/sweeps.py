@@ -9,8 +9,9 @@ lot exactly once. The ``lot:<id>`` source key of the entries backs that up
 with a unique constraint.
 
 The running balance after each entry comes from a window function
-(``SUM(...) OVER (PARTITION BY member ORDER BY lot)``), supported by SQLite
-3.25+, PostgreSQL and MariaDB 10.2+/MySQL 8.
+(``SUM(...) OVER (PARTITION BY member ORDER BY lot)``), and the members'
+balances are updated from a join (``UPDATE ... FROM``): SQLite 3.33+,
+PostgreSQL, and MariaDB 10.2+/MySQL 8.
 """
 
 from __future__ import annotations
@@ -44,18 +45,28 @@ def _due_activation(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[b
 
 
 def due_lots(
-    store: LoyaltyStore, what: str, now: dt.datetime, limit: int, member_id: int | None = None
+    store: LoyaltyStore,
+    what: str,
+    now: dt.datetime,
+    limit: int,
+    member_id: int | None = None,
+    after: int = 0,
 ) -> list[t.Any]:
-    """Up to ``limit`` ``(id, member_id)`` rows of lots due for ``what``.
+    """Up to ``limit`` ``(id, member_id)`` rows of lots due for ``what``, in id order.
 
     :param what: ``"expire"`` or ``"activate"``.
     :param member_id: restrict to one member's lots.
+    :param after: only lots with a greater id. A job passes the last id of
+        its previous chunk, so each chunk's scan starts where the previous one
+        stopped instead of re-reading every lot before it.
     """
     lot = store.lot
     due = _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
     query = sa.select(lot.c.id, lot.c.member_id).where(due)
     if member_id is not None:
-        query = query.where(lot.c.member_id == member_id)
+        query = store.fresh(query.where(lot.c.member_id == member_id))
+    if after:
+        query = query.where(lot.c.id > after)
     return list(store.execute(query.order_by(lot.c.id).limit(limit)).all())
 
 
@@ -70,7 +81,7 @@ def member_has_due_lots(store: LoyaltyStore, member_id: int, now: dt.datetime) -
         )
         .limit(1)
     )
-    return store.execute(query).first() is not None
+    return store.execute(store.fresh(query)).first() is not None
 
 
 def _lot_key(store: LoyaltyStore) -> sa.ColumnElement[str]:
@@ -80,6 +91,23 @@ def _lot_key(store: LoyaltyStore) -> sa.ColumnElement[str]:
 def _running(store: LoyaltyStore) -> t.Any:
     lot = store.lot
     return sa.func.sum(lot.c.remaining).over(partition_by=lot.c.member_id, order_by=lot.c.id)
+
+
+def _chunk_totals(store: LoyaltyStore, in_chunk: sa.ColumnElement[bool]) -> t.Any:
+    """``(member_id, total)`` rows: the remaining points of the chunk's lots per member.
+
+    The members' update joins this (``UPDATE ... FROM``; a multiple-table
+    ``UPDATE`` on MySQL), so the chunk's lots are read once. A subquery
+    correlated with each member would instead read all of that member's due
+    lots, for every member of the chunk.
+    """
+    lot = store.lot
+    return (
+        sa.select(lot.c.member_id, sa.func.sum(lot.c.remaining).label("total"))
+        .where(in_chunk)
+        .group_by(lot.c.member_id)
+        .subquery("chunk")
+    )
 
 
 def _insert_entries(store: LoyaltyStore, select: sa.Select[t.Any]) -> int:
@@ -125,14 +153,9 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
     )
     if not written:
         return 0
-    expiring = (
-        sa.select(sa.func.coalesce(sa.func.sum(lot.c.remaining), 0))
-        .where(lot.c.member_id == m.c.id, in_chunk)
-        .scalar_subquery()
-    )
-    member_ids = sa.select(lot.c.member_id).where(lot.c.id.in_(lot_ids)).distinct()
+    expiring = _chunk_totals(store, in_chunk)
     store.execute(
-        m.update().where(m.c.id.in_(member_ids.scalar_subquery())).values(available=m.c.available - expiring)
+        m.update().where(m.c.id == expiring.c.member_id).values(available=m.c.available - expiring.c.total)
     )
     store.execute(lot.update().where(in_chunk).values(remaining=0, expired=True))
     return written
@@ -172,16 +195,11 @@ def activate_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, act
     )
     if not written:
         return 0
-    activating = (
-        sa.select(sa.func.coalesce(sa.func.sum(lot.c.remaining), 0))
-        .where(lot.c.member_id == m.c.id, in_chunk)
-        .scalar_subquery()
-    )
-    member_ids = sa.select(lot.c.member_id).where(lot.c.id.in_(lot_ids)).distinct()
+    activating = _chunk_totals(store, in_chunk)
     store.execute(
         m.update()
-        .where(m.c.id.in_(member_ids.scalar_subquery()))
-        .values(available=m.c.available + activating, pending=m.c.pending - activating)
+        .where(m.c.id == activating.c.member_id)
+        .values(available=m.c.available + activating.c.total, pending=m.c.pending - activating.c.total)
     )
     # What the lot keeps: max(0, balance after) - max(0, balance before).
     before = e.c.available_after - e.c.delta_available

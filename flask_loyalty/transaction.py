@@ -7,8 +7,9 @@ a serialization failure or a busy lock, up to ``LOYALTY_LOCK_RETRIES`` times.
 
 If the host has already written in the session's current transaction
 (pending or flushed changes), the operation joins that transaction so that the
-host's writes and the loyalty writes commit together; it cannot be replayed
-then, so a retryable failure rolls back and raises
+host's writes and the loyalty writes commit together. The operation runs in a
+savepoint there: if it fails, only its own writes are undone. It cannot be
+replayed, so a retryable failure rolls the whole transaction back and raises
 :class:`~flask_loyalty.errors.ConcurrencyError`.
 
 On SQLite, a write transaction starts with ``BEGIN IMMEDIATE``, which takes
@@ -123,19 +124,19 @@ def run_atomic(
     :raises ConcurrencyError: when the retries are used up, or at once when the
         operation joined a host transaction.
     """
-    joined = host_has_written(session)
-    if not joined and session.in_transaction():
+    if host_has_written(session):
+        return _run_joined(session, work)
+    if session.in_transaction():
         # A transaction that has only read: end it so that ours begins with
         # the write lock and can be replayed.
         session.commit()
     attempt = 0
     while True:
         try:
-            if not joined:
-                options: dict[str, t.Any] = {_WRITE_OPTION: True}
-                if isolation_level:
-                    options["isolation_level"] = isolation_level
-                session.connection(execution_options=options)
+            options: dict[str, t.Any] = {_WRITE_OPTION: True}
+            if isolation_level:
+                options["isolation_level"] = isolation_level
+            session.connection(execution_options=options)
             result = work()
             session.commit()
             return result
@@ -143,10 +144,34 @@ def run_atomic(
             session.rollback()
             if not is_retryable(error):
                 raise
-            if joined or attempt >= retries:
+            if attempt >= retries:
                 raise ConcurrencyError(
                     "The database stayed busy (deadlock, serialization failure or lock "
                     f"timeout) after {attempt + 1} attempt(s); nothing was written."
                 ) from error
             attempt += 1
             time.sleep(delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+
+def _run_joined(session: Session, work: t.Callable[[], T]) -> T:
+    """Run ``work`` inside the host's transaction, then commit both together.
+
+    The operation runs in a savepoint: when it fails (insufficient points, a
+    conflict), only its own writes are undone and the host's stay pending in
+    the host's transaction. A deadlock or serialization failure dooms the
+    whole transaction, which cannot be replayed from here: it is rolled back
+    and :class:`~flask_loyalty.errors.ConcurrencyError` raised.
+    """
+    try:
+        with session.begin_nested():
+            result = work()
+    except BaseException as error:
+        if not is_retryable(error):
+            raise
+        session.rollback()
+        raise ConcurrencyError(
+            "The database reported a deadlock or serialization failure inside the host's "
+            "transaction; it was rolled back and nothing was written."
+        ) from error
+    session.commit()
+    return result

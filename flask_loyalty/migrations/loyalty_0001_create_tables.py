@@ -1,0 +1,256 @@
+"""Create the flask-loyalty tables.
+
+The schema is frozen here as it was at this revision, independent of
+``flask_loyalty.models``: later model changes come as later revisions. Every
+table name carries the migration's table prefix
+(:func:`flask_loyalty.migrate.table_prefix`) and every constraint and index
+has an explicit name wrapped in ``op.f()``, so that the host's naming
+convention never renames them and the result equals ``db.create_all()``.
+
+Revision ID: loyalty_0001
+Revises:
+Create Date: 2026-01-01 00:00:00
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+from flask_loyalty.migrate import table_prefix
+
+# revision identifiers, used by Alembic.
+revision: str = "loyalty_0001"
+down_revision: str | t.Sequence[str] | None = None
+branch_labels: str | t.Sequence[str] | None = ("loyalty",)
+depends_on: str | t.Sequence[str] | None = None
+
+#: 64-bit ids; INTEGER on SQLite, which only auto-increments that type.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: Naive UTC timestamps, with microseconds on MySQL and MariaDB.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+#: The tables in creation order (referenced tables first), without the prefix.
+TABLES = (
+    "member",
+    "points_lot",
+    "reservation",
+    "ledger_entry",
+    "lot_allocation",
+    "repair",
+    "order",
+    "order_line",
+    "cart",
+    "cart_item",
+)
+
+
+def _id() -> sa.Column[t.Any]:
+    return sa.Column("id", BigId, nullable=False)
+
+
+def _ref(name: str, nullable: bool = False) -> sa.Column[t.Any]:
+    return sa.Column(name, BigId, nullable=nullable)
+
+
+def _points(name: str, nullable: bool = False) -> sa.Column[t.Any]:
+    return sa.Column(name, sa.BigInteger(), nullable=nullable)
+
+
+def _string(name: str, length: int, nullable: bool = False) -> sa.Column[t.Any]:
+    return sa.Column(name, sa.String(length), nullable=nullable)
+
+
+def _time(name: str, nullable: bool = False) -> sa.Column[t.Any]:
+    return sa.Column(name, Timestamp, nullable=nullable)
+
+
+def _pk(table: str) -> sa.PrimaryKeyConstraint:
+    return sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}"))
+
+
+def _fk(table: str, column: str, target: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint([column], [f"{target}.id"], name=op.f(f"fk_{table}_{column}"))
+
+
+def _index(table: str, *columns: str) -> None:
+    op.create_index(op.f(f"ix_{table}_{'_'.join(columns)}"), table, list(columns), unique=False)
+
+
+def _lines(table: str, parent: str, parent_column: str) -> None:
+    op.create_table(
+        table,
+        _ref(parent_column),
+        _id(),
+        _string("sku", 64),
+        _string("name", 200),
+        _string("category", 64, nullable=True),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        _points("unit_price_minor"),
+        _fk(table, parent_column, parent),
+        _pk(table),
+    )
+    _index(table, parent_column)
+
+
+def upgrade() -> None:
+    """Create the tables, their constraints and their indexes."""
+    p = table_prefix()
+    member = f"{p}member"
+    op.create_table(
+        member,
+        _id(),
+        _string("name", 120),
+        _string("email", 254, nullable=True),
+        _string("phone", 40, nullable=True),
+        _string("password_hash", 255, nullable=True),
+        _string("user_id", 64, nullable=True),
+        _string("status", 16),
+        _points("available"),
+        _points("pending"),
+        _points("reserved"),
+        _points("lifetime_earned"),
+        _time("created_at"),
+        _time("closed_at", nullable=True),
+        sa.CheckConstraint("status IN ('active', 'closed')", name=op.f(f"ck_{member}_status")),
+        _pk(member),
+        sa.UniqueConstraint("email", name=op.f(f"uq_{member}_email")),
+        sa.UniqueConstraint("user_id", name=op.f(f"uq_{member}_user_id")),
+    )
+
+    lot = f"{p}points_lot"
+    op.create_table(
+        lot,
+        _ref("member_id"),
+        _id(),
+        _points("points"),
+        _points("remaining"),
+        sa.Column("pending", sa.Boolean(), nullable=False),
+        sa.Column("expired", sa.Boolean(), nullable=False),
+        _time("available_from"),
+        _time("expires_at", nullable=True),
+        _time("created_at"),
+        _fk(lot, "member_id", member),
+        _pk(lot),
+    )
+    _index(lot, "expired", "expires_at")
+    _index(lot, "member_id", "expires_at")
+    _index(lot, "pending", "available_from")
+
+    reservation = f"{p}reservation"
+    op.create_table(
+        reservation,
+        _ref("member_id"),
+        _id(),
+        _string("source_key", 191),
+        _points("points"),
+        _string("status", 16),
+        _time("expires_at", nullable=True),
+        _time("created_at"),
+        _fk(reservation, "member_id", member),
+        _pk(reservation),
+        sa.UniqueConstraint("member_id", "source_key", name=op.f(f"uq_{reservation}_member_id_source_key")),
+    )
+    _index(reservation, "status", "expires_at")
+
+    entry = f"{p}ledger_entry"
+    op.create_table(
+        entry,
+        _ref("member_id"),
+        _ref("lot_id", nullable=True),
+        _ref("reservation_id", nullable=True),
+        _ref("reverses_id", nullable=True),
+        _id(),
+        _string("kind", 16),
+        _points("points"),
+        _points("delta_available"),
+        _points("delta_pending"),
+        _points("delta_reserved"),
+        _points("available_after"),
+        _points("pending_after"),
+        _points("reserved_after"),
+        _string("source_key", 191),
+        _string("params_hash", 64),
+        _string("actor", 191, nullable=True),
+        _string("reason", 500, nullable=True),
+        _time("created_at"),
+        _fk(entry, "member_id", member),
+        _fk(entry, "lot_id", lot),
+        _fk(entry, "reservation_id", reservation),
+        _fk(entry, "reverses_id", entry),
+        _pk(entry),
+        sa.UniqueConstraint(
+            "member_id", "kind", "source_key", name=op.f(f"uq_{entry}_member_id_kind_source_key")
+        ),
+    )
+    _index(entry, "member_id", "id")
+    _index(entry, "reverses_id")
+
+    allocation = f"{p}lot_allocation"
+    op.create_table(
+        allocation,
+        _ref("entry_id"),
+        _ref("lot_id"),
+        _id(),
+        _points("points"),
+        _fk(allocation, "entry_id", entry),
+        _fk(allocation, "lot_id", lot),
+        _pk(allocation),
+    )
+    _index(allocation, "entry_id")
+    _index(allocation, "lot_id")
+
+    repair = f"{p}repair"
+    op.create_table(
+        repair,
+        _ref("member_id"),
+        _id(),
+        _string("field", 32),
+        _points("cached_value"),
+        _points("ledger_value"),
+        _string("actor", 191, nullable=True),
+        _time("created_at"),
+        _fk(repair, "member_id", member),
+        _pk(repair),
+    )
+    _index(repair, "member_id")
+
+    order = f"{p}order"
+    op.create_table(
+        order,
+        _ref("member_id"),
+        _id(),
+        _string("reference", 191),
+        _string("currency", 3),
+        _points("total_minor"),
+        _string("status", 16),
+        _time("created_at"),
+        _fk(order, "member_id", member),
+        _pk(order),
+        sa.UniqueConstraint("reference", name=op.f(f"uq_{order}_reference")),
+    )
+    _index(order, "member_id")
+    _lines(f"{p}order_line", order, "order_id")
+
+    cart = f"{p}cart"
+    op.create_table(
+        cart,
+        _ref("member_id"),
+        _id(),
+        _string("currency", 3),
+        _time("created_at"),
+        _fk(cart, "member_id", member),
+        _pk(cart),
+    )
+    _index(cart, "member_id")
+    _lines(f"{p}cart_item", cart, "cart_id")
+
+
+def downgrade() -> None:
+    """Drop the tables (and so every loyalty row)."""
+    p = table_prefix()
+    for name in reversed(TABLES):
+        op.drop_table(f"{p}{name}")
