@@ -1,0 +1,276 @@
+"""The background jobs: expiry, pending release and reservation time-outs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from flask_loyalty import audit
+from flask_loyalty import InvalidRequest
+from flask_loyalty import jobs
+from flask_loyalty import members
+from flask_loyalty import points
+
+from .conftest import ledger_sum
+from .test_points import bal
+from .test_points import count
+from .test_points import lots
+
+DAY = dt.timedelta(days=1)
+
+
+def expire_entries(db: t.Any, member_id: int) -> list[tuple[int, int, str, str | None]]:
+    """The member's expire entries as ``(points, available_after, reason, actor)``."""
+    e = db.metadata.tables["loyalty_ledger_entry"]
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(e.c.points, e.c.available_after, e.c.reason, e.c.actor)
+            .where(e.c.member_id == member_id, e.c.kind.in_(["expire", "activate"]))
+            .order_by(e.c.id)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+def crowd(app_ctx: None, clock: t.Any) -> list[t.Any]:
+    """Twelve members, each with 100 points expiring in 10 days, 50 in 20 days
+    and 30 never; member ``i`` has redeemed ``10 * i`` (soonest expiry first)."""
+    people = []
+    for i in range(12):
+        person = members.enroll(name=f"member {i}", email=f"m{i}@example.com")
+        points.earn(person, 100, key="soon", expires_at=clock() + 10 * DAY)
+        points.earn(person, 50, key="later", expires_at=clock() + 20 * DAY)
+        points.earn(person, 30, key="never")
+        if i:
+            points.redeem(person, 10 * i, key="spend")
+        people.append(person)
+    return people
+
+
+def test_expire_points_in_chunks(db, crowd, clock, signals):
+    signals.sent.clear()
+    assert jobs.expire_points() == 0
+    clock.advance(days=10)
+    progress: list[int] = []
+    # Members 0..9 still have some of their soonest lot; 10 and 11 spent it all.
+    assert jobs.expire_points(chunk_size=3, progress=progress.append) == 10
+    assert progress == [3, 6, 9, 10]
+    ids = [p.id for p in crowd]
+    assert signals.of("points-expired") == [
+        {"member_ids": ids[0:3], "count": 3},
+        {"member_ids": ids[3:6], "count": 3},
+        {"member_ids": ids[6:9], "count": 3},
+        {"member_ids": ids[9:10], "count": 1},
+    ]
+    assert [members.balances(p).available for p in crowd] == [80] * 11 + [70]
+    assert expire_entries(db, ids[3]) == [(-70, 80, "points expired", "job:expire")]
+    assert lots(db, ids[3]) == [(100, 0, False, True), (50, 50, False, False), (30, 30, False, False)]
+    assert lots(db, ids[10]) == [(100, 0, False, False), (50, 50, False, False), (30, 30, False, False)]
+    # Idempotent: a second run finds nothing and says nothing.
+    assert jobs.expire_points(chunk_size=3, progress=progress.append) == 0
+    assert progress == [3, 6, 9, 10]
+    assert len(signals.of("points-expired")) == 4
+    clock.advance(days=10)
+    assert jobs.expire_points(chunk_size=5) == 12
+    assert [members.balances(p) for p in crowd] == [bal(30, lifetime=180)] * 12
+    assert sum(ledger_sum(db, i) for i in ids) == 12 * 30
+    assert jobs.expire_points() == 0
+    assert audit.verify() == []
+
+
+def test_expire_points_at_a_given_time(db, crowd, clock):
+    assert jobs.expire_points(now=clock() + 10 * DAY - dt.timedelta(seconds=1)) == 0
+    assert jobs.expire_points(now=clock() + 10 * DAY) == 10
+    assert (
+        jobs.expire_points(now=dt.datetime(2026, 1, 21, 13, 0, tzinfo=dt.timezone(dt.timedelta(hours=1))))
+        == 12
+    )
+    assert [members.balances(p).available for p in crowd] == [30] * 12
+    assert audit.verify() == []
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 100])
+def test_expiry_of_several_lots_of_one_member_keeps_running_balances(db, member, clock, chunk_size):
+    for key, amount in (("a", 100), ("b", 50), ("c", 20)):
+        points.earn(member, amount, key=key, expires_at=clock() + 5 * DAY)
+    points.earn(member, 7, key="never")
+    points.redeem(member, 30, key="r")  # 30 of lot a
+    clock.advance(days=5)
+    assert jobs.expire_points(chunk_size=chunk_size) == 3
+    assert [(p, after) for p, after, _, _ in expire_entries(db, member.id)] == [
+        (-70, 77),
+        (-50, 27),
+        (-20, 7),
+    ]
+    assert members.balances(member) == bal(7, lifetime=177)
+    assert audit.verify() == []
+
+
+def test_expiry_skips_spent_and_reserved_points(db, member, clock):
+    points.earn(member, 100, key="a", expires_at=clock() + 5 * DAY)
+    points.earn(member, 100, key="b", expires_at=clock() + 5 * DAY)
+    points.redeem(member, 100, key="r")
+    points.reserve(member, 60, key="cart")
+    clock.advance(days=5)
+    assert jobs.expire_points() == 1
+    assert lots(db, member.id) == [(100, 0, False, False), (100, 0, False, True)]
+    assert members.balances(member) == bal(0, reserved=60, lifetime=200)
+    points.capture(member, key="cart")
+    assert members.balances(member) == bal(0, lifetime=200)
+    assert audit.verify() == []
+
+
+@pytest.fixture
+def waiting(app_ctx: None, clock: t.Any) -> list[t.Any]:
+    """Seven members, each with 40 points available and ``10 * (i + 1)``
+    pending for 14 days and 25 pending for 30 days."""
+    people = []
+    for i in range(7):
+        person = members.enroll(name=f"member {i}")
+        points.earn(person, 40, key="now")
+        points.earn(person, 10 * (i + 1), key="order:1", available_from=clock() + 14 * DAY)
+        points.earn(person, 25, key="order:2", available_from=clock() + 30 * DAY)
+        people.append(person)
+    return people
+
+
+def test_release_pending_in_chunks(db, waiting, clock, signals):
+    signals.sent.clear()
+    assert jobs.release_pending() == 0
+    expected = [bal(40, 10 * (i + 1) + 25, lifetime=75 + 10 * i) for i in range(7)]
+    assert [members.balances(p) for p in waiting] == expected
+    clock.advance(days=14)
+    progress: list[int] = []
+    assert jobs.release_pending(chunk_size=2, progress=progress.append) == 7
+    assert progress == [2, 4, 6, 7]
+    ids = [p.id for p in waiting]
+    assert signals.of("points-activated") == [
+        {"member_ids": ids[0:2], "count": 2},
+        {"member_ids": ids[2:4], "count": 2},
+        {"member_ids": ids[4:6], "count": 2},
+        {"member_ids": ids[6:7], "count": 1},
+    ]
+    assert [members.balances(p) for p in waiting] == [
+        bal(50 + 10 * i, 25, lifetime=75 + 10 * i) for i in range(7)
+    ]
+    assert expire_entries(db, ids[2]) == [(30, 70, "pending points became available", "job:release-pending")]
+    assert lots(db, ids[2]) == [(40, 40, False, False), (30, 30, False, False), (25, 25, True, False)]
+    assert jobs.release_pending(chunk_size=2, progress=progress.append) == 0
+    assert progress == [2, 4, 6, 7]
+    assert len(signals.of("points-activated")) == 4
+    clock.advance(days=16)
+    assert jobs.release_pending(chunk_size=3) == 7
+    assert [members.balances(p) for p in waiting] == [
+        bal(75 + 10 * i, 0, lifetime=75 + 10 * i) for i in range(7)
+    ]
+    assert jobs.release_pending() == 0
+    assert audit.verify() == []
+
+
+@pytest.mark.parametrize("chunk_size", [1, 10])
+def test_activation_pays_a_negative_balance_first(db, member, clock, chunk_size):
+    points.earn(member, 100, key="o1")
+    points.earn(member, 60, key="o2", available_from=clock() + 14 * DAY)
+    points.earn(member, 70, key="o3", available_from=clock() + 14 * DAY)
+    points.redeem(member, 100, key="r")
+    points.reverse(member, key="refund", original=("earn", "o1"), policy="allow_negative")
+    assert members.balances(member) == bal(-100, 130, lifetime=130)
+    clock.advance(days=14)
+    assert jobs.release_pending(chunk_size=chunk_size) == 2
+    assert [(p, after) for p, after, _, _ in expire_entries(db, member.id)] == [(60, -40), (70, 30)]
+    # The first lot went entirely to the debt, the second keeps what is left.
+    assert lots(db, member.id) == [(100, 0, False, False), (60, 0, False, False), (70, 30, False, False)]
+    assert members.balances(member) == bal(30, 0, lifetime=130)
+    assert ledger_sum(db, member.id) == 30
+    assert audit.verify() == []
+
+
+def test_activation_inside_a_debit_pays_a_negative_balance_first(db, member, clock):
+    points.earn(member, 100, key="o1")
+    points.earn(member, 150, key="o2", available_from=clock() + 14 * DAY)
+    points.redeem(member, 100, key="r")
+    points.reverse(member, key="refund", original=("earn", "o1"))
+    clock.advance(days=14)
+    points.redeem(member, 20, key="r2")  # settles the due lot inline first
+    assert lots(db, member.id) == [(100, 0, False, False), (150, 30, False, False)]
+    assert members.balances(member) == bal(30, 0, lifetime=150)
+    assert jobs.release_pending() == 0
+    assert audit.verify() == []
+
+
+def test_sweeps_write_nothing_when_nothing_is_due(db, member, signals):
+    points.earn(member, 10, key="o")
+    signals.sent.clear()
+    entries = count(db, "ledger_entry")
+    progress: list[int] = []
+    assert jobs.expire_points(progress=progress.append) == 0
+    assert jobs.release_pending(progress=progress.append) == 0
+    assert jobs.release_reservations(progress=progress.append) == 0
+    assert progress == []
+    assert count(db, "ledger_entry") == entries
+    assert signals.sent == []
+
+
+def test_two_sweeps_at_once_expire_each_lot_once(app, db, clock):
+    with app.app_context():
+        people = [members.enroll(name=f"m{i}").id for i in range(20)]
+        for person in people:
+            for j in range(5):
+                points.earn(person, 10 + j, key=f"o{j}", expires_at=clock() + DAY)
+    clock.advance(days=1)
+    barrier = threading.Barrier(2)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            with app.app_context():
+                barrier.wait()
+                results.append(jobs.expire_points(chunk_size=7))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(results) == 100
+    with app.app_context():
+        assert count(db, "ledger_entry") == 200
+        assert [members.balances(p).available for p in people] == [0] * 20
+        assert audit.verify() == []
+
+
+def test_release_reservations_skips_closed_members(db, member, clock):
+    points.earn(member, 100, key="o")
+    points.reserve(member, 40, key="cart", expires_at=clock() + dt.timedelta(minutes=5))
+    members.close(member)
+    clock.advance(minutes=5)
+    assert jobs.release_reservations(chunk_size=1) == 0
+    assert members.balances(member) == bal(60, reserved=40, lifetime=100)
+
+
+@pytest.mark.parametrize("job", ["expire_points", "release_pending", "release_reservations"])
+@pytest.mark.parametrize("chunk_size", [0, -1, True, 2.5, "10"])
+def test_bad_chunk_size_is_refused(db, member, job, chunk_size):
+    with pytest.raises(InvalidRequest, match="chunk_size must be a positive whole number"):
+        getattr(jobs, job)(chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("job", ["expire_points", "release_pending", "release_reservations"])
+def test_bad_now_is_refused(db, member, job):
+    with pytest.raises(InvalidRequest, match="now must be a datetime"):
+        getattr(jobs, job)(now="2026-02-01")
+
+
+@pytest.mark.settings(LOYALTY_JOB_CHUNK_SIZE=4)
+def test_chunk_size_comes_from_config(db, crowd, clock):
+    clock.advance(days=10)
+    progress: list[int] = []
+    assert jobs.expire_points(progress=progress.append) == 10
+    assert progress == [4, 8, 10]
