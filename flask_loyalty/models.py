@@ -130,6 +130,9 @@ class LedgerEntryMixin:
     source_key: Mapped[str] = mapped_column(sa.String(191))
     #: A digest of the parameters the key was first used with.
     params_hash: Mapped[str] = mapped_column(sa.String(64))
+    #: Points a reversal under ``clamp_to_zero`` could not take back because
+    #: the member had spent them (0 for every other entry).
+    shortfall: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     actor: Mapped[str | None] = mapped_column(sa.String(191))
     reason: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)

@@ -328,16 +328,25 @@ def reverse(
 
 
 def _claw_back(op: Operation, entry: t.Any, amount: int, policy: str, **refs: t.Any) -> Posting:
-    """Take back ``amount`` earned by ``entry``: its own lot first, then others."""
+    """Take back ``amount`` earned by ``entry``.
+
+    In this order: what is left of the earn's own lot; then what of that lot
+    has expired (gone already, so nothing more is taken for it); then the
+    member's other live lots; then, for points already spent, the clawback
+    policy: a negative balance, or a recorded shortfall.
+    """
     lot = op.store.get_lot(entry.lot_id)
     own = 0 if lot.expired else min(amount, lot.remaining)
+    gone = min(amount - own, op.store.expired_unreversed(lot.id, entry.id)) if lot.expired else 0
     changes: list[LotChange] = [(lot.id, -own, own)] if own else []
-    more, shortfall = op.take(amount - own, allow_shortfall=True, exclude=lot.id)
-    taken_from_available = amount - own - (shortfall if policy == "clamp_to_zero" else 0)
-    if not lot.pending:
-        taken_from_available += own
-    return op.write(-amount, available=-taken_from_available, pending=-own if lot.pending else 0,
-                    lifetime=-amount, lot_changes=changes + more, **refs)  # fmt: skip
+    if gone:
+        changes.append((lot.id, 0, gone))  # recorded against the expired part
+    more, shortfall = op.take(amount - own - gone, allow_shortfall=True, exclude=lot.id)
+    if policy != "clamp_to_zero":
+        shortfall = 0
+    from_available = amount - own - gone - shortfall + (0 if lot.pending else own)
+    return op.write(-amount, available=-from_available, pending=-own if lot.pending else 0,
+                    lifetime=-amount, lot_changes=changes + more, shortfall=shortfall, **refs)  # fmt: skip
 
 
 def adjust(

@@ -60,6 +60,8 @@ class Posting:
     lot_id: int | None
     reservation_id: int | None
     reverses_id: int | None
+    #: Points a reversal under ``clamp_to_zero`` could not take back.
+    shortfall: int
     actor: str | None
     reason: str | None
     created_at: dt.datetime
@@ -70,13 +72,6 @@ class Posting:
         """Build a posting from an entry row."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"replayed"}
         return cls(**{name: getattr(row, name) for name in fields}, replayed=replayed)
-
-    @property
-    def shortfall(self) -> int:
-        """Points a clamped reversal could not take back (0 otherwise)."""
-        if self.kind != "reverse" or self.points >= 0:
-            return 0
-        return max(0, (self.delta_available + self.delta_pending) - self.points)
 
 
 def member_id_of(member: t.Any) -> int:
@@ -254,7 +249,7 @@ class Operation:
         """Append an entry, apply its lot changes and update the cached balances.
 
         :param kind: the entry kind, the operation's own by default.
-        :param refs: ``lot_id``, ``reservation_id``, ``reverses_id``, ``actor``
+        :param refs: ``lot_id``, ``reservation_id``, ``reverses_id``, ``shortfall``, ``actor``
             and ``reason``.
         """
         after = self.balances.after(available, pending, reserved, lifetime)
@@ -275,6 +270,7 @@ class Operation:
             "lot_id": None,
             "reservation_id": None,
             "reverses_id": None,
+            "shortfall": 0,
             "actor": None,
             "reason": None,
             **refs,

@@ -93,6 +93,26 @@ class LoyaltyStore:
         )
         self._insert_entry = e.insert()
         self._insert_lot = self.lot.insert()
+        lot = self.lot
+        self._spendable_lots = (
+            sa.select(lot.c.id, lot.c.remaining, lot.c.expires_at)
+            .where(
+                lot.c.member_id == sa.bindparam("b_member"),
+                lot.c.remaining > 0,
+                lot.c.pending.is_(False),
+                lot.c.expired.is_(False),
+                sa.or_(lot.c.expires_at.is_(None), lot.c.expires_at > sa.bindparam("b_now")),
+            )
+            .order_by(lot.c.expires_at.is_(None), lot.c.expires_at, lot.c.id)
+            .with_for_update()
+        )
+        self._change_lot = (
+            lot.update()
+            .where(lot.c.id == sa.bindparam("lot"))
+            .values(remaining=lot.c.remaining + sa.bindparam("delta"))
+        )
+        self._insert_allocation = self.allocation.insert()
+        self._prepared: dict[str, t.Any] = {}
 
     @property
     def session(self) -> t.Any:
@@ -131,6 +151,17 @@ class LoyaltyStore:
         if self.dialect in ("mysql", "mariadb"):
             return t.cast(T, query.with_for_update(read=True))  # type: ignore[attr-defined]
         return query
+
+    def prepared(self, name: str, build: t.Callable[[], T]) -> T:
+        """The statement ``name``: built by ``build`` on first use, then reused.
+
+        For statements on hot paths outside the store (the sweeps' checks),
+        built with ``sa.bindparam`` and executed with values.
+        """
+        statement = self._prepared.get(name)
+        if statement is None:
+            statement = self._prepared[name] = build()
+        return t.cast(T, statement)
 
     def execute(self, statement: t.Any, params: t.Any = None) -> t.Any:
         """Execute a Core statement on the session."""
@@ -239,19 +270,7 @@ class LoyaltyStore:
 
     def spendable_lots(self, member_id: int, now: dt.datetime) -> list[SpendableLot]:
         """The member's live lots, soonest expiry first, never-expiring last."""
-        lot = self.lot
-        rows = self.execute(
-            sa.select(lot.c.id, lot.c.remaining, lot.c.expires_at)
-            .where(
-                lot.c.member_id == member_id,
-                lot.c.remaining > 0,
-                lot.c.pending.is_(False),
-                lot.c.expired.is_(False),
-                sa.or_(lot.c.expires_at.is_(None), lot.c.expires_at > now),
-            )
-            .order_by(lot.c.expires_at.is_(None), lot.c.expires_at, lot.c.id)
-            .with_for_update()
-        ).all()
+        rows = self.execute(self._spendable_lots, {"b_member": member_id, "b_now": now}).all()
         return [SpendableLot(r.id, r.remaining, r.expires_at) for r in rows]
 
     def change_lots(self, entry_id: int, changes: t.Sequence[tuple[int, int, int]]) -> None:
@@ -261,18 +280,12 @@ class LoyaltyStore:
         allocation (positive when the entry took points, negative when it gave
         them back).
         """
-        lot = self.lot
         moved = [{"lot": lot_id, "delta": delta} for lot_id, delta, _ in changes if delta]
         if moved:
-            self.execute(
-                lot.update()
-                .where(lot.c.id == sa.bindparam("lot"))
-                .values(remaining=lot.c.remaining + sa.bindparam("delta")),
-                moved,
-            )
+            self.execute(self._change_lot, moved)
         if changes:
             self.execute(
-                self.allocation.insert(),
+                self._insert_allocation,
                 [{"entry_id": entry_id, "lot_id": lot_id, "points": points} for lot_id, _, points in changes],
             )
 
@@ -303,6 +316,28 @@ class LoyaltyStore:
             )
         ).all()
         return {lot_id: -int(total) for lot_id, total in rows}
+
+    def expired_unreversed(self, lot_id: int, earn_id: int) -> int:
+        """Points of an expired lot that reversals of its earn have not yet accounted for.
+
+        The lot's ``expire`` entry says how much expired; each later reversal
+        of the earn ``earn_id`` records what it counted against that with an
+        allocation on the lot.
+        """
+        e, a = self.entry, self.allocation
+        expired = self.execute(
+            self.fresh(sa.select(e.c.id, e.c.points).where(e.c.lot_id == lot_id, e.c.kind == "expire"))
+        ).first()
+        if expired is None:
+            return 0
+        counted = self.execute(
+            self.fresh(
+                sa.select(sa.func.coalesce(sa.func.sum(a.c.points), 0))
+                .join(e, e.c.id == a.c.entry_id)
+                .where(a.c.lot_id == lot_id, e.c.reverses_id == earn_id, e.c.id > expired.id)
+            )
+        ).scalar_one()
+        return -int(expired.points) - int(counted)
 
     def reversal_ids(self, entry_id: int) -> list[int]:
         """Ids of the reversals of ``entry_id``."""

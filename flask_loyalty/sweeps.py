@@ -29,7 +29,7 @@ EXPIRE_REASON = "points expired"
 ACTIVATE_REASON = "pending points became available"
 
 
-def _due_expiry(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[bool]:
+def _due_expiry(store: LoyaltyStore, now: dt.datetime | sa.BindParameter[t.Any]) -> sa.ColumnElement[bool]:
     lot = store.lot
     return sa.and_(
         lot.c.remaining > 0,
@@ -39,7 +39,9 @@ def _due_expiry(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[bool]
     )
 
 
-def _due_activation(store: LoyaltyStore, now: dt.datetime) -> sa.ColumnElement[bool]:
+def _due_activation(
+    store: LoyaltyStore, now: dt.datetime | sa.BindParameter[t.Any]
+) -> sa.ColumnElement[bool]:
     lot = store.lot
     return sa.and_(lot.c.pending.is_(True), lot.c.available_from <= now)
 
@@ -71,17 +73,26 @@ def due_lots(
 
 
 def member_has_due_lots(store: LoyaltyStore, member_id: int, now: dt.datetime) -> bool:
-    """Whether the member has lots to expire or to make available."""
-    lot = store.lot
-    query = (
-        sa.select(lot.c.id)
-        .where(
-            lot.c.member_id == member_id,
-            sa.or_(_due_expiry(store, now), _due_activation(store, now)),
+    """Whether the member has lots to expire or to make available.
+
+    Every debit asks this first, so the statement is built once per store.
+    """
+
+    def build() -> sa.Select[t.Any]:
+        lot = store.lot
+        at = sa.bindparam("b_now", type_=lot.c.expires_at.type)
+        query = (
+            sa.select(lot.c.id)
+            .where(
+                lot.c.member_id == sa.bindparam("b_member"),
+                sa.or_(_due_expiry(store, at), _due_activation(store, at)),
+            )
+            .limit(1)
         )
-        .limit(1)
-    )
-    return store.execute(store.fresh(query)).first() is not None
+        return store.fresh(query)
+
+    query = store.prepared("member_has_due_lots", build)
+    return store.execute(query, {"b_member": member_id, "b_now": now}).first() is not None
 
 
 def _lot_key(store: LoyaltyStore) -> sa.ColumnElement[str]:
@@ -115,7 +126,7 @@ def _insert_entries(store: LoyaltyStore, select: sa.Select[t.Any]) -> int:
     columns = [
         "member_id", "kind", "points", "delta_available", "delta_pending", "delta_reserved",
         "available_after", "pending_after", "reserved_after", "source_key", "params_hash",
-        "lot_id", "actor", "reason", "created_at",
+        "lot_id", "shortfall", "actor", "reason", "created_at",
     ]  # fmt: skip
     insert = e.insert().from_select([e.c[name] for name in columns], select)
     result = store.execute(insert.execution_options(preserve_rowcount=True))
@@ -144,6 +155,7 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
             _lot_key(store),
             sa.literal(""),
             lot.c.id,
+            sa.literal(0),
             sa.literal(actor, sa.String),
             sa.literal(EXPIRE_REASON),
             sa.literal(now, sa.DateTime),
@@ -186,6 +198,7 @@ def activate_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, act
             _lot_key(store),
             sa.literal(""),
             lot.c.id,
+            sa.literal(0),
             sa.literal(actor, sa.String),
             sa.literal(ACTIVATE_REASON),
             sa.literal(now, sa.DateTime),

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+
 from flask_loyalty import audit
 from flask_loyalty import IdempotencyConflict
 from flask_loyalty import InsufficientPoints
@@ -1005,3 +1006,30 @@ def test_bad_dates_and_texts_are_refused(db, seeded, signals, call):
         call(seeded)
     assert snapshot(db, seeded.id) == before
     assert signals.sent == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "refunds", "available", "shortfalls"),
+    [
+        ("allow_negative", [100], -30, [0]),
+        ("clamp_to_zero", [100], 0, [30]),
+        ("allow_negative", [50, 50], -30, [0, 0]),
+        ("clamp_to_zero", [50, 30, 20], 0, [0, 10, 20]),
+    ],
+)
+def test_refund_after_the_earned_points_expired_takes_only_what_was_spent(
+    db, member, clock, policy, refunds, available, shortfalls
+):
+    points.earn(member, 100, key="order:1", expires_at=clock() + dt.timedelta(days=30))
+    points.redeem(member, 30, key="spend")
+    clock.advance(days=31)
+    assert jobs.expire_points() == 1  # the other 70 are gone
+    postings = [
+        points.reverse(member, key=f"refund:{i}", original=("earn", "order:1"), points=n, policy=policy)
+        for i, n in enumerate(refunds)
+    ]
+    assert [p.shortfall for p in postings] == shortfalls
+    assert sum(p.points for p in postings) == -100
+    assert members.balances(member).available == available
+    assert members.balances(member).lifetime_earned == 0
+    assert audit.verify() == []
