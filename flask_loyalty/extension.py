@@ -148,14 +148,20 @@ def _check_config(app: Flask) -> None:
     code = config_value("CURRENCY", app)
     if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
         raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
-    for key in ("LOCK_RETRIES", "JOB_CHUNK_SIZE"):
+    for key, least in (("LOCK_RETRIES", 0), ("JOB_CHUNK_SIZE", 1), ("CURRENCY_DECIMALS", 0)):
         value = config_value(key, app)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (0 if key == "LOCK_RETRIES" else 1)
-        ):
-            raise ValueError(f"LOYALTY_{key} must be a non-negative whole number, not {value!r}.")
+        if key == "CURRENCY_DECIMALS" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            rule = f"a whole number of at least {least}"
+            if key == "CURRENCY_DECIMALS":
+                rule = f"None or {rule}"
+            raise ValueError(f"LOYALTY_{key} must be {rule}, not {value!r}.")
+    delay = config_value("LOCK_RETRY_DELAY", app)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < float("inf"):
+        raise ValueError(
+            f"LOYALTY_LOCK_RETRY_DELAY must be a finite number of seconds of at least 0, not {delay!r}."
+        )
 
 
 def _attach_tables(target: sa.MetaData, source: sa.MetaData) -> None:

@@ -1,0 +1,167 @@
+"""Configuration: defaults declared once, one strict accessor, checked values."""
+
+from __future__ import annotations
+
+import pathlib
+import typing as t
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_loyalty import Loyalty
+from flask_loyalty.config import config_value
+from flask_loyalty.config import DEFAULTS
+from flask_loyalty.config import PREFIX
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "config.rst"
+
+#: A valid value other than the default for every key.
+OTHER_VALUES: dict[str, t.Any] = {
+    "TABLE_PREFIX": "shop_points_",
+    "CLI_GROUP": "points",
+    "CURRENCY": "EUR",
+    "CURRENCY_DECIMALS": 3,
+    "CLAWBACK_POLICY": "clamp_to_zero",
+    "LOCK_RETRIES": 0,
+    "LOCK_RETRY_DELAY": 0.5,
+    "SQLITE_IMMEDIATE_ENABLED": False,
+    "JOB_CHUNK_SIZE": 1,
+}
+
+
+def make_app(**config: t.Any) -> Flask:
+    """A bare app with Flask-SQLAlchemy on an in-memory database."""
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", **config)
+    SQLAlchemy(app)
+    return app
+
+
+def test_other_values_cover_every_key() -> None:
+    assert set(OTHER_VALUES) == set(DEFAULTS)
+    assert all(OTHER_VALUES[key] != DEFAULTS[key] for key in DEFAULTS)
+
+
+def test_every_default_is_applied() -> None:
+    app = make_app()
+    Loyalty(app)
+    for key, value in DEFAULTS.items():
+        assert app.config[PREFIX + key] == value
+        with app.app_context():
+            assert config_value(key) == value
+        assert config_value(key, app) == value
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS))
+def test_a_set_value_is_kept(key: str) -> None:
+    app = make_app(**{PREFIX + key: OTHER_VALUES[key]})
+    Loyalty(app)
+    assert app.config[PREFIX + key] == OTHER_VALUES[key]
+    assert config_value(key, app) == OTHER_VALUES[key]
+    for other in set(DEFAULTS) - {key}:
+        assert app.config[PREFIX + other] == DEFAULTS[other]
+
+
+def test_config_value_reads_the_given_app_over_the_current_one() -> None:
+    first = make_app(LOYALTY_CURRENCY="JPY")
+    second = make_app(LOYALTY_CURRENCY="BHD")
+    Loyalty(first)
+    Loyalty(second)
+    with first.app_context():
+        assert config_value("CURRENCY") == "JPY"
+        assert config_value("CURRENCY", second) == "BHD"
+
+
+@pytest.mark.parametrize("key", ["CURRENCEY", "currency", "LOYALTY_CURRENCY", ""])
+def test_config_value_rejects_unknown_keys(key: str) -> None:
+    app = make_app()
+    Loyalty(app)
+    with pytest.raises(KeyError, match="Unknown flask-loyalty configuration key"):
+        config_value(key, app)
+
+
+def test_unknown_loyalty_key_in_app_config_makes_init_app_raise() -> None:
+    app = make_app(LOYALTY_CURRENCEY="EUR", LOYALTY_URL_PERFIX="/points")
+    loyalty = Loyalty()
+    with pytest.raises(KeyError) as info:
+        loyalty.init_app(app)
+    assert "LOYALTY_CURRENCEY" in str(info.value)
+    assert "LOYALTY_URL_PERFIX" in str(info.value)
+    assert "loyalty" not in app.extensions
+
+
+def test_other_keys_of_the_app_are_left_alone() -> None:
+    app = make_app(LOYALTYPROGRAMME="mine", MY_LOYALTY_CURRENCY="GBP")
+    Loyalty(app)
+    assert app.config["LOYALTYPROGRAMME"] == "mine"
+    assert app.config["MY_LOYALTY_CURRENCY"] == "GBP"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("CLAWBACK_POLICY", "bogus"),
+        ("CLAWBACK_POLICY", None),
+        ("CURRENCY", "dollars"),
+        ("CURRENCY", "US"),
+        ("CURRENCY", "U$D"),
+        ("CURRENCY", 840),
+        ("LOCK_RETRIES", -1),
+        ("LOCK_RETRIES", 2.5),
+        ("LOCK_RETRIES", "3"),
+        ("LOCK_RETRIES", True),
+        ("JOB_CHUNK_SIZE", 0),
+        ("JOB_CHUNK_SIZE", -10),
+        ("JOB_CHUNK_SIZE", "100"),
+        ("JOB_CHUNK_SIZE", 10.0),
+        ("CURRENCY_DECIMALS", -1),
+        ("CURRENCY_DECIMALS", "two"),
+        ("CURRENCY_DECIMALS", 2.5),
+        ("CURRENCY_DECIMALS", True),
+        ("LOCK_RETRY_DELAY", -0.1),
+        ("LOCK_RETRY_DELAY", "fast"),
+        ("LOCK_RETRY_DELAY", float("inf")),
+        ("LOCK_RETRY_DELAY", None),
+        ("TABLE_PREFIX", ""),
+        ("TABLE_PREFIX", "loyalty-"),
+        ("TABLE_PREFIX", "a_very_long_table_prefix_"),
+    ],
+)
+def test_invalid_values_raise_value_error_naming_the_key(key: str, value: t.Any) -> None:
+    app = make_app(**{PREFIX + key: value})
+    with pytest.raises(ValueError, match=PREFIX + key) as info:
+        Loyalty(app)
+    assert repr(value) in str(info.value)
+    assert "loyalty" not in app.extensions
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("LOCK_RETRIES", -1, "a whole number of at least 0"),
+        ("JOB_CHUNK_SIZE", 0, "a whole number of at least 1"),
+        ("CURRENCY_DECIMALS", -1, "None or a whole number of at least 0"),
+        ("LOCK_RETRY_DELAY", -0.1, "a finite number of seconds of at least 0"),
+    ],
+)
+def test_invalid_value_messages_state_the_rule(key: str, value: t.Any, expected: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Loyalty(make_app(**{PREFIX + key: value}))
+    assert str(info.value) == f"{PREFIX}{key} must be {expected}, not {value!r}."
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("CURRENCY_DECIMALS", 0), ("CURRENCY_DECIMALS", None), ("LOCK_RETRY_DELAY", 0), ("LOCK_RETRIES", 0)],
+)
+def test_boundary_values_are_accepted(key: str, value: t.Any) -> None:
+    app = make_app(**{PREFIX + key: value})
+    Loyalty(app)
+    assert config_value(key, app) == value
+
+
+def test_every_key_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = [PREFIX + key for key in DEFAULTS if PREFIX + key not in text]
+    assert missing == []
