@@ -124,7 +124,13 @@ def run_atomic(
     :raises ConcurrencyError: when the retries are used up, or at once when the
         operation joined a host transaction.
     """
+    options: dict[str, t.Any] = {_WRITE_OPTION: True}
+    if isolation_level:
+        options["isolation_level"] = isolation_level
     if host_has_written(session):
+        if not session.in_transaction():
+            # The host's writes are still unflushed: begin as a writer.
+            session.connection(execution_options=options)
         return _run_joined(session, work)
     if session.in_transaction():
         # A transaction that has only read: end it so that ours begins with
@@ -133,9 +139,6 @@ def run_atomic(
     attempt = 0
     while True:
         try:
-            options: dict[str, t.Any] = {_WRITE_OPTION: True}
-            if isolation_level:
-                options["isolation_level"] = isolation_level
             session.connection(execution_options=options)
             result = work()
             session.commit()
