@@ -100,8 +100,10 @@ def add_version_location(config: Config) -> Config:
 
         migrate.configure(add_version_location)
 
-    or be called in a plain Alembic ``env.py`` before the script directory is
-    loaded, or on a :class:`~alembic.config.Config` built in code.
+    or be called on a :class:`~alembic.config.Config` built in code before a
+    command runs. (The ``alembic`` command line loads the revisions before it
+    runs ``env.py``: name the directory in ``alembic.ini`` instead, see
+    ``docs/migrations.rst``.)
 
     :param config: the host's Alembic configuration.
     :raises ValueError: if the configuration has no ``script_location``.

@@ -174,6 +174,7 @@ def upgrade() -> None:
         _points("reserved_after"),
         _string("source_key", 191),
         _string("params_hash", 64),
+        _points("shortfall"),
         _string("actor", 191, nullable=True),
         _string("reason", 500, nullable=True),
         _time("created_at"),
