@@ -49,7 +49,6 @@ def _sweep(
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
     total = 0
-
     last = 0
 
     def work() -> tuple[int, list[int], int]:
