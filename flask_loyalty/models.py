@@ -21,7 +21,6 @@ import typing as t
 
 import sqlalchemy as sa
 from flask_login import UserMixin
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -29,10 +28,15 @@ from sqlalchemy.orm import relationship
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
-#: Integer primary keys: 64-bit, but SQLite only auto-increments ``INTEGER``.
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-#: Naive UTC timestamps with microseconds on every engine.
-Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+from .columns import BigId
+from .columns import Timestamp
+from .columns import utcnow
+from .shop import CampaignMixin
+from .shop import CartMixin
+from .shop import LineMixin
+from .shop import OrderLineMixin
+from .shop import OrderMixin
+from .shop import RefundMixin
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,10 +65,6 @@ MEMBER_STATUSES = ("active", "closed")
 RESERVATION_STATUSES = ("held", "captured", "released")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 class MemberMixin(UserMixin):  # type: ignore[misc]
     """Columns of a loyalty member and the cached balances.
 
@@ -91,7 +91,11 @@ class MemberMixin(UserMixin):  # type: ignore[misc]
     reserved: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     #: Points ever earned, less reversals of earned points.
     lifetime_earned: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    #: The member's tier name (see ``LOYALTY_TIERS``), or ``None``.
+    tier: Mapped[str | None] = mapped_column(sa.String(32))
+    #: When the member reached the current tier.
+    tier_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     @property
@@ -135,7 +139,7 @@ class LedgerEntryMixin:
     shortfall: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     actor: Mapped[str | None] = mapped_column(sa.String(191))
     reason: Mapped[str | None] = mapped_column(sa.String(500))
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class PointsLotMixin:
@@ -148,7 +152,7 @@ class PointsLotMixin:
     expired: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     available_from: Mapped[dt.datetime] = mapped_column(Timestamp)
     expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class LotAllocationMixin:
@@ -166,7 +170,7 @@ class ReservationMixin:
     points: Mapped[int] = mapped_column(sa.BigInteger)
     status: Mapped[str] = mapped_column(sa.String(16), default="held")
     expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class RepairMixin:
@@ -177,38 +181,7 @@ class RepairMixin:
     cached_value: Mapped[int] = mapped_column(sa.BigInteger)
     ledger_value: Mapped[int] = mapped_column(sa.BigInteger)
     actor: Mapped[str | None] = mapped_column(sa.String(191))
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
-
-
-class CartMixin:
-    """A member's shopping cart (for shops that have none of their own)."""
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    currency: Mapped[str] = mapped_column(sa.String(3))
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
-
-
-class LineMixin:
-    """A product line: sku, category, quantity and unit price in minor units."""
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    sku: Mapped[str] = mapped_column(sa.String(64))
-    name: Mapped[str] = mapped_column(sa.String(200), default="")
-    category: Mapped[str | None] = mapped_column(sa.String(64))
-    quantity: Mapped[int] = mapped_column(sa.Integer)
-    unit_price_minor: Mapped[int] = mapped_column(sa.BigInteger)
-
-
-class OrderMixin:
-    """The loyalty view of an order: reference, member, currency, total, status."""
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    #: The host's order id or number.
-    reference: Mapped[str] = mapped_column(sa.String(191), unique=True)
-    currency: Mapped[str] = mapped_column(sa.String(3))
-    total_minor: Mapped[int] = mapped_column(sa.BigInteger)
-    status: Mapped[str] = mapped_column(sa.String(16), default="placed")
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class LoyaltyBase(DeclarativeBase):
@@ -236,6 +209,8 @@ class Models:
     CartItem: type[t.Any]
     Order: type[t.Any]
     OrderLine: type[t.Any]
+    Refund: type[t.Any]
+    Campaign: type[t.Any]
 
 
 _BUILT: dict[str, Models] = {}
@@ -311,14 +286,28 @@ def build_models(prefix: str = "loyalty_") -> Models:
     class Order(OrderMixin, Base):
         __tablename__ = f"{p}order"
         member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"), index=True)
+        member: Mapped[Member] = relationship()
         lines: Mapped[list[OrderLine]] = relationship(
             back_populates="order", cascade="all, delete-orphan", order_by="OrderLine.id"
         )
+        __table_args__ = (
+            sa.CheckConstraint(
+                "status IN ('placed', 'paid', 'completed', 'refunded', 'cancelled')", name="status"
+            ),
+        )
 
-    class OrderLine(LineMixin, Base):
+    class OrderLine(LineMixin, OrderLineMixin, Base):
         __tablename__ = f"{p}order_line"
         order_id: Mapped[int] = mapped_column(_fk(f"{p}order.id"), index=True)
         order: Mapped[Order] = relationship(back_populates="lines")
+
+    class Refund(RefundMixin, Base):
+        __tablename__ = f"{p}refund"
+        order_id: Mapped[int] = mapped_column(_fk(f"{p}order.id"))
+        __table_args__ = (sa.UniqueConstraint("order_id", "reference"),)
+
+    class Campaign(CampaignMixin, Base):
+        __tablename__ = f"{p}campaign"
 
     class Cart(CartMixin, Base):
         __tablename__ = f"{p}cart"
@@ -345,6 +334,8 @@ def build_models(prefix: str = "loyalty_") -> Models:
         CartItem=CartItem,
         Order=Order,
         OrderLine=OrderLine,
+        Refund=Refund,
+        Campaign=Campaign,
     )
     _BUILT[prefix] = models
     return models

@@ -39,6 +39,7 @@ from .conftest import engine_url
 
 #: The extension's tables, without the prefix.
 TABLES = (
+    "campaign",
     "cart",
     "cart_item",
     "ledger_entry",
@@ -47,6 +48,7 @@ TABLES = (
     "order",
     "order_line",
     "points_lot",
+    "refund",
     "repair",
     "reservation",
 )

@@ -43,6 +43,8 @@ TABLES = (
     "repair",
     "order",
     "order_line",
+    "refund",
+    "campaign",
     "cart",
     "cart_item",
 )
@@ -80,7 +82,7 @@ def _index(table: str, *columns: str) -> None:
     op.create_index(op.f(f"ix_{table}_{'_'.join(columns)}"), table, list(columns), unique=False)
 
 
-def _lines(table: str, parent: str, parent_column: str) -> None:
+def _lines(table: str, parent: str, parent_column: str, *extra: sa.Column[t.Any]) -> None:
     op.create_table(
         table,
         _ref(parent_column),
@@ -90,6 +92,7 @@ def _lines(table: str, parent: str, parent_column: str) -> None:
         _string("category", 64, nullable=True),
         sa.Column("quantity", sa.Integer(), nullable=False),
         _points("unit_price_minor"),
+        *extra,
         _fk(table, parent_column, parent),
         _pk(table),
     )
@@ -113,6 +116,8 @@ def upgrade() -> None:
         _points("pending"),
         _points("reserved"),
         _points("lifetime_earned"),
+        _string("tier", 32, nullable=True),
+        _time("tier_since", nullable=True),
         _time("created_at"),
         _time("closed_at", nullable=True),
         sa.CheckConstraint("status IN ('active', 'closed')", name=op.f(f"ck_{member}_status")),
@@ -227,14 +232,70 @@ def upgrade() -> None:
         _string("reference", 191),
         _string("currency", 3),
         _points("total_minor"),
+        _points("shipping_minor"),
+        _points("tax_minor"),
+        _points("discount_minor"),
+        _points("points_value_minor"),
+        _points("refunded_minor"),
         _string("status", 16),
+        _points("points"),
+        _string("params_hash", 64),
         _time("created_at"),
+        _time("paid_at", nullable=True),
+        _time("completed_at", nullable=True),
+        _time("cancelled_at", nullable=True),
+        sa.CheckConstraint(
+            "status IN ('placed', 'paid', 'completed', 'refunded', 'cancelled')",
+            name=op.f(f"ck_{order}_status"),
+        ),
         _fk(order, "member_id", member),
         _pk(order),
         sa.UniqueConstraint("reference", name=op.f(f"uq_{order}_reference")),
     )
     _index(order, "member_id")
-    _lines(f"{p}order_line", order, "order_id")
+    _lines(
+        f"{p}order_line",
+        order,
+        "order_id",
+        _points("discount_minor"),
+        _points("points"),
+        sa.Column("refunded_quantity", sa.Integer(), nullable=False),
+        _points("refunded_points"),
+    )
+
+    refund = f"{p}refund"
+    op.create_table(
+        refund,
+        _ref("order_id"),
+        _id(),
+        _string("reference", 191),
+        _points("amount_minor"),
+        _points("points"),
+        _time("created_at"),
+        _fk(refund, "order_id", order),
+        _pk(refund),
+        sa.UniqueConstraint("order_id", "reference", name=op.f(f"uq_{refund}_order_id_reference")),
+    )
+
+    campaign = f"{p}campaign"
+    op.create_table(
+        campaign,
+        _id(),
+        _string("name", 120),
+        _string("multiplier", 20),
+        _points("bonus"),
+        _time("starts_at", nullable=True),
+        _time("ends_at", nullable=True),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("stacking", sa.Boolean(), nullable=False),
+        _string("skus", 1000),
+        _string("categories", 1000),
+        _string("weekdays", 20),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        _time("created_at"),
+        _pk(campaign),
+        sa.UniqueConstraint("name", name=op.f(f"uq_{campaign}_name")),
+    )
 
     cart = f"{p}cart"
     op.create_table(
