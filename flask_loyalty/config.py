@@ -29,6 +29,26 @@ DEFAULTS: dict[str, t.Any] = {
     "LOCK_RETRY_DELAY": 0.05,
     "SQLITE_IMMEDIATE_ENABLED": True,
     "JOB_CHUNK_SIZE": 1000,
+    # Earning rules.
+    "EARN_RATE": 10,
+    "EARN_ROUNDING": "floor",
+    "EARN_BASIS": "goods",
+    "EARN_MINIMUM": None,
+    "SKU_MULTIPLIERS": {},
+    "CATEGORY_MULTIPLIERS": {},
+    "EXCLUDED_SKUS": (),
+    "EXCLUDED_CATEGORIES": (),
+    "CAMPAIGNS": (),
+    "DRY_RUN_ENABLED": False,
+    # Orders.
+    "PENDING_DAYS": 0,
+    "POINTS_EXPIRY_DAYS": None,
+    "AUTO_ENROLL_ENABLED": True,
+    # Tiers.
+    "TIERS": (),
+    "TIER_METRIC": "points_earned",
+    "TIER_PERIOD": "lifetime",
+    "TIER_GRACE_DAYS": 0,
 }
 
 #: The clawback policies accepted by ``LOYALTY_CLAWBACK_POLICY``.

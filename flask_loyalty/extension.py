@@ -21,6 +21,8 @@ from .store import LoyaltyStore
 from .transaction import install_sqlite_locking
 from .transaction import track_host_flushes
 
+F = t.TypeVar("F")
+
 #: A clock returns the current time as a naive UTC datetime.
 Clock = t.Callable[[], dt.datetime]
 
@@ -82,8 +84,66 @@ class Loyalty:
         #: The clock every service reads the time from.
         self.clock: Clock = clock or utcnow
         self._models: Models | None = None
+        #: Earning-rule callbacks by name, in registration order
+        #: (see :meth:`earn_rule`).
+        self.earn_rules: dict[str, t.Any] = {}
+        #: The tier-multiplier hook (see :meth:`tier_multiplier`), if any.
+        self.tier_multiplier_hook: t.Callable[[str | None, int | None], t.Any] | None = None
+        #: The order adapter (see :meth:`order_adapter`), if any.
+        self.order_adapter_object: t.Any = None
         if app is not None:
             self.init_app(app)
+
+    def _register(self, slot: str, name: str | None, f: F) -> F:
+        if slot == "earn_rules":
+            key = str(name or getattr(f, "__name__", repr(f)))
+            if key in self.earn_rules:
+                raise ValueError(f"An earning rule named {key!r} is already registered.")
+            self.earn_rules[key] = f
+        else:
+            setattr(self, slot, f)
+        return f
+
+    @t.overload
+    def earn_rule(self, f: F, /) -> F: ...
+    @t.overload
+    def earn_rule(self, f: None = None, /, *, name: str | None = None) -> t.Callable[[F], F]: ...
+    def earn_rule(self, f: F | None = None, /, *, name: str | None = None) -> F | t.Callable[[F], F]:
+        """Register an earning-rule callback; use as ``@loyalty.earn_rule``.
+
+        The callback receives a read-only
+        :class:`~flask_loyalty.rules.OrderContext` and the
+        :class:`~flask_loyalty.rules.Quote` so far, and returns an
+        :class:`~flask_loyalty.rules.Award` (add points, multiply, or veto,
+        with an explanation) or ``None``. Callbacks run after the built-in
+        rules, in registration order.
+
+        :param name: the rule's name in quote breakdowns; the function's name
+            by default. Names are unique.
+        """
+        if f is not None:
+            return self._register("earn_rules", name, f)
+        return lambda g: self._register("earn_rules", name, g)
+
+    def tier_multiplier(self, f: F) -> F:
+        """Register the hook that gives a tier's earning multiplier.
+
+        It receives the tier name (or ``None``) and the member id (or
+        ``None`` for an anonymous quote) and returns a number; without it,
+        ``LOYALTY_TIERS`` gives the multiplier.
+        """
+        return self._register("tier_multiplier_hook", None, f)
+
+    def order_adapter(self, adapter: F) -> F:
+        """Register what reads the host's orders.
+
+        Either an object with a ``read(order)`` method returning
+        :class:`~flask_loyalty.adapters.OrderData` (such as
+        :class:`~flask_loyalty.adapters.AttributeOrderAdapter`), or a
+        callable ``order -> OrderData``. The extension's own ``Order`` model
+        needs none.
+        """
+        return self._register("order_adapter_object", None, adapter)
 
     def init_app(self, app: Flask) -> None:
         """Register the extension on ``app``.

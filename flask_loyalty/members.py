@@ -7,6 +7,7 @@ import typing as t
 from sqlalchemy.exc import IntegrityError
 
 from . import signals
+from .config import config_value
 from .errors import InvalidRequest
 from .errors import MemberNotFound
 from .posting import check_text
@@ -92,3 +93,38 @@ def close(member: t.Any) -> None:
         state.store.close_member(member_id, state.now())
 
     state.store.atomic(work)
+
+
+def member_for_user(user: t.Any, *, auto_enroll: bool | None = None) -> int:
+    """The member id of ``user``: a member, a member id, or a host user.
+
+    A host user is linked through ``Member.user_id`` (its primary key as a
+    string). A user with no member yet is enrolled on first use when
+    ``auto_enroll`` is true (``LOYALTY_AUTO_ENROLL_ENABLED`` by default), with the
+    user's ``name`` and ``email`` attributes if it has them.
+
+    :raises MemberNotFound: if the user has no member and is not enrolled.
+    """
+    state = current_loyalty
+    if isinstance(user, int | state.models.Member):
+        return member_id_of(user)
+    key = getattr(user, "id", None)
+    if key is None:
+        raise InvalidRequest(f"{user!r} is not a member or a user with an id.")
+    found = state.store.atomic(lambda: state.store.find_member_by_user(str(key)))
+    if found is not None:
+        return int(found.id)
+    if auto_enroll is None:
+        auto_enroll = bool(config_value("AUTO_ENROLL_ENABLED"))
+    if not auto_enroll:
+        raise MemberNotFound(f"User {key!r} is not a member.")
+    email = getattr(user, "email", None)
+    try:
+        return int(enroll(name=str(getattr(user, "name", "") or ""), email=email, user_id=key).id)
+    except InvalidRequest:
+        # Enrolled at the same moment by another request, or the email is a
+        # member's already: the user's own link decides.
+        found = state.store.atomic(lambda: state.store.find_member_by_user(str(key)))
+        if found is None:
+            raise
+        return int(found.id)

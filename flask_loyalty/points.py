@@ -44,9 +44,13 @@ def _refs(actor: t.Any, reason: t.Any) -> dict[str, t.Any]:
     return {"actor": check_text(actor, "actor", 191), "reason": check_text(reason, "reason", 500)}
 
 
-def _credit(op: Operation, points: int, *, pending: bool, lifetime: int, expires_at: dt.datetime | None,
+def credit(op: Operation, points: int, *, pending: bool, lifetime: int, expires_at: dt.datetime | None,
             available_from: dt.datetime, **refs: t.Any) -> Posting:  # fmt: skip
-    """Create a lot for a credit and post it (netting a negative balance)."""
+    """Create a lot for a credit and post it with ``op`` (netting a negative balance).
+
+    The body of :func:`earn` and of positive :func:`adjust`, for services that
+    credit inside a transaction of their own (paid orders).
+    """
     remaining = points if pending else net_credit(op.balances.available, points)
     lot_id = op.store.insert_lot(
         {
@@ -96,7 +100,7 @@ def earn(
         begins = max(start or op.now, op.now)
         if end is not None and end <= begins:
             raise InvalidRequest("expires_at must be after the time the points become available.")
-        return _credit(op, points, pending=begins > op.now, lifetime=points, expires_at=end,
+        return credit(op, points, pending=begins > op.now, lifetime=points, expires_at=end,
                        available_from=begins, **refs)  # fmt: skip
 
     return run_operation("earn", member, key, params, apply, signals.points_earned)
@@ -256,12 +260,17 @@ def release(member: t.Any, *, key: str, actor: str | None = None, reason: str | 
     refs = _refs(actor, reason)
 
     def apply(op: Operation) -> Posting:
-        reservation = _held(op)
-        posting = _release(op, reservation, reservation.points, **refs)
-        op.store.set_reservation_status(reservation.id, "released")
-        return posting
+        return release_within(op, refs)
 
     return run_operation("release", member, key, {}, apply, signals.points_released)
+
+
+def release_within(op: Operation, refs: dict[str, t.Any]) -> Posting:
+    """Release the reservation ``op.key`` with ``op`` (the body of :func:`release`)."""
+    reservation = _held(op)
+    posting = _release(op, reservation, reservation.points, **refs)
+    op.store.set_reservation_status(reservation.id, "released")
+    return posting
 
 
 def reverse(
@@ -302,29 +311,45 @@ def reverse(
     refs = _refs(actor, reason)
 
     def apply(op: Operation) -> Posting:
-        op.settle()
-        entry = op.store.find_entry(op.member_id, kind, original_key)
-        if entry is None:
-            raise NotFound(f"Member {op.member_id} has no {kind} entry {original_key!r}.")
-        prior = op.store.reversal_ids(entry.id)
-        left = abs(entry.points) - op.store.reversed_points(entry.id)
-        amount = left if wanted is None else wanted
-        if amount > left or amount == 0:
-            raise InvalidState(f"Only {left} points of {kind} {original_key!r} are left to reverse.")
-        refs_ = {**refs, "reverses_id": entry.id}
-        if kind != "earn":
-            source = entry.id
-            if kind == "capture":
-                source = op.store.find_entry(op.member_id, "reserve", original_key).id
-                released = op.store.find_entry(op.member_id, "release", original_key)
-                prior = [*prior, *([released.id] if released else [])]
-            changes = _give_back(op, source, amount, prior)
-            return op.write(amount, available=amount, lot_changes=changes, **refs_)
-        return _claw_back(op, entry, amount, policy or config_value("CLAWBACK_POLICY"), **refs_)
+        return reverse_within(op, (kind, original_key), wanted, policy, refs)
 
     params = {"original": [kind, original_key], "points": wanted, "policy": policy}
     return run_operation("reverse", member, key, params, apply, signals.points_reversed,
                          original=(kind, original_key))  # fmt: skip
+
+
+def reverse_within(
+    op: Operation,
+    original: tuple[str, str],
+    wanted: int | None,
+    policy: str | None,
+    refs: dict[str, t.Any],
+) -> Posting:
+    """Write a reversal of ``original`` with ``op`` (the body of :func:`reverse`).
+
+    For services that reverse inside a transaction of their own (refunds and
+    cancellations of orders). Arguments are validated as in :func:`reverse`.
+    """
+    kind, original_key = original
+    op.settle()
+    entry = op.store.find_entry(op.member_id, kind, original_key)
+    if entry is None:
+        raise NotFound(f"Member {op.member_id} has no {kind} entry {original_key!r}.")
+    prior = op.store.reversal_ids(entry.id)
+    left = abs(entry.points) - op.store.reversed_points(entry.id)
+    amount = left if wanted is None else wanted
+    if amount > left or amount == 0:
+        raise InvalidState(f"Only {left} points of {kind} {original_key!r} are left to reverse.")
+    refs_ = {**refs, "reverses_id": entry.id}
+    if kind != "earn":
+        source = entry.id
+        if kind == "capture":
+            source = op.store.find_entry(op.member_id, "reserve", original_key).id
+            released = op.store.find_entry(op.member_id, "release", original_key)
+            prior = [*prior, *([released.id] if released else [])]
+        changes = _give_back(op, source, amount, prior)
+        return op.write(amount, available=amount, lot_changes=changes, **refs_)
+    return _claw_back(op, entry, amount, policy or config_value("CLAWBACK_POLICY"), **refs_)
 
 
 def _claw_back(op: Operation, entry: t.Any, amount: int, policy: str, **refs: t.Any) -> Posting:
@@ -380,7 +405,7 @@ def adjust(
         if points > 0:
             if end is not None and end <= op.now:
                 raise InvalidRequest("expires_at must be in the future.")
-            return _credit(
+            return credit(
                 op, points, pending=False, lifetime=0, expires_at=end, available_from=op.now, **refs
             )
         op.settle()

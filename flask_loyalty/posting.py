@@ -166,6 +166,17 @@ class Operation:
     #: ``(signal, keyword payload, whether it goes after the operation's)``.
     events: list[tuple[t.Any, dict[str, t.Any], bool]] = dataclasses.field(init=False, default_factory=list)
 
+    def then(self, kind: str, key: str, digest: str = "") -> Operation:
+        """A follow-on operation in the same transaction, with another kind and key.
+
+        It carries on from this operation's balances and collects its signals
+        in the same list; use it, not this one, from then on.
+        """
+        follower = Operation(self.store, self.member_id, kind, check_key(key), digest, self.now)
+        follower.balances = self.balances
+        follower.events = self.events
+        return follower
+
     def notify(self, signal: t.Any, *, after: bool = False, **payload: t.Any) -> None:
         """Send ``signal`` with ``payload`` once the operation has committed."""
         self.events.append((signal, payload, after))

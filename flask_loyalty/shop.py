@@ -90,6 +90,8 @@ class RefundMixin:
     amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
     #: The points the refund reversed.
     points: Mapped[int] = mapped_column(sa.BigInteger)
+    #: A digest of what was refunded, to tell a repeat from a change.
+    params_hash: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 

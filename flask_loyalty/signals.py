@@ -62,5 +62,24 @@ points_adjusted = _signals.signal("points-adjusted")
 #: ``repairs`` (a list of :class:`~flask_loyalty.audit.Discrepancy`).
 balances_rebuilt = _signals.signal("balances-rebuilt")
 
+#: An order's payment was recorded (:func:`~flask_loyalty.orders.order_paid`).
+#: Sent with ``member_id`` and ``order`` (an
+#: :class:`~flask_loyalty.orders.OrderOutcome` with the quote and postings).
+order_recorded = _signals.signal("order-recorded")
+
+#: An order was completed. Sent with ``member_id`` and ``order``.
+order_completed = _signals.signal("order-completed")
+
+#: A refund of an order was recorded. Sent with ``member_id`` and ``order``
+#: (``order.points`` is what the refund reversed).
+order_refunded = _signals.signal("order-refunded")
+
+#: An order was cancelled. Sent with ``member_id`` and ``order``.
+order_cancelled = _signals.signal("order-cancelled")
+
+#: A member moved to another tier. Sent with ``member_id``, ``old`` and
+#: ``new`` (tier names or ``None``).
+tier_changed = _signals.signal("tier-changed")
+
 #: A member was enrolled. Sent with ``member`` (the ORM object).
 member_enrolled = _signals.signal("member-enrolled")

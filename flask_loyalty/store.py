@@ -21,6 +21,7 @@ from .config import config_value
 from .errors import MemberClosed
 from .errors import MemberNotFound
 from .models import Models
+from .order_store import OrderQueries
 from .transaction import run_atomic
 
 T = t.TypeVar("T")
@@ -54,7 +55,7 @@ class SpendableLot:
     expires_at: dt.datetime | None
 
 
-class LoyaltyStore:
+class LoyaltyStore(OrderQueries):
     """Reads and writes of the ledger, members and lots.
 
     :param db: the host's :class:`flask_sqlalchemy.SQLAlchemy` instance.

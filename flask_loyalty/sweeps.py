@@ -173,15 +173,21 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
     return written
 
 
-def activate_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None) -> int:
+def activate_lots(
+    store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None, *, early: bool = False
+) -> int:
     """Make each due pending lot in ``lot_ids`` available; return the entries written.
 
     A member whose available balance is negative (a clawback under
     ``allow_negative``) pays that debt first: the lot keeps only what is left
     after it. The caller has locked the lots' members.
+
+    :param early: make the lots available even before their ``available_from``
+        (an order completed within its return window).
     """
     lot, m, e = store.lot, store.member, store.entry
-    in_chunk = sa.and_(lot.c.id.in_(lot_ids), _due_activation(store, now))
+    due = lot.c.pending.is_(True) if early else _due_activation(store, now)
+    in_chunk = sa.and_(lot.c.id.in_(lot_ids), due)
     running = _running(store)
     written = _insert_entries(
         store,

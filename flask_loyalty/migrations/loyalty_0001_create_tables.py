@@ -271,6 +271,7 @@ def upgrade() -> None:
         _string("reference", 191),
         _points("amount_minor"),
         _points("points"),
+        _string("params_hash", 64),
         _time("created_at"),
         _fk(refund, "order_id", order),
         _pk(refund),

@@ -1,0 +1,399 @@
+"""The order lifecycle: paid, completed, refunded, cancelled.
+
+A shop calls these hooks from its own order code (or connects them to its
+signals); each runs in one transaction with the member locked, records the
+loyalty view of the order (the extension's ``Order`` row and its lines), and
+writes the ledger entries:
+
+- :func:`order_paid` earns what :func:`~flask_loyalty.earning.quote` says,
+  pending for ``LOYALTY_PENDING_DAYS`` (the return window) and expiring after
+  ``LOYALTY_POINTS_EXPIRY_DAYS``;
+- :func:`order_completed` makes the order's pending points available at once;
+- :func:`order_refunded` reverses what the refunded lines (or amount) earned,
+  once per refund reference;
+- :func:`order_cancelled` reverses what the order earned and gives back the
+  points it was paid with (its reservation, keyed ``order:<reference>``).
+
+Each is exactly once: repeating a call with the same order changes nothing.
+Calls out of order (a refund before payment, a payment after cancellation)
+raise :class:`~flask_loyalty.errors.InvalidState` and change nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import typing as t
+from decimal import Decimal
+
+from . import signals
+from .adapters import OrderData
+from .config import config_value
+from .earning import check_order
+from .earning import context
+from .earning import read_order
+from .earning import rules_at
+from .errors import IdempotencyConflict
+from .errors import InvalidRequest
+from .errors import InvalidState
+from .errors import NotFound
+from .members import member_for_user
+from .money import parse_amount
+from .money import to_minor
+from .points import credit
+from .points import release_within
+from .points import reverse_within
+from .posting import check_key
+from .posting import digest
+from .posting import Operation
+from .posting import Posting
+from .posting import to_utc
+from .proxies import current_loyalty
+from .rules import evaluate
+from .rules import Quote
+from .rules import share
+from .signals import send
+
+log = logging.getLogger("flask_loyalty")
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderOutcome:
+    """What a lifecycle hook did to an order."""
+
+    reference: str
+    member_id: int
+    #: The order's status afterwards.
+    status: str
+    #: Points earned (paid), or taken back (refunded, cancelled).
+    points: int
+    #: The ledger entries written (or, for a repeat, found).
+    postings: tuple[Posting, ...] = ()
+    #: The earning quote, for :func:`order_paid`.
+    quote: Quote | None = None
+    #: True when the call repeated an earlier one and changed nothing.
+    replayed: bool = False
+
+
+def _fingerprint(data: OrderData, member_id: int) -> str:
+    lines = [[ln.sku, ln.quantity, str(ln.unit_price), str(ln.discount), ln.category] for ln in data.lines]
+    return digest("order", {
+        "member": member_id, "currency": data.currency.upper(), "total": str(data.total), "lines": lines,
+        "shipping": str(data.shipping), "tax": str(data.tax), "discount": str(data.discount),
+        "paid_with_points": str(data.paid_with_points),
+    })  # fmt: skip
+
+
+def _run(member_id: int, work: t.Callable[[Operation], OrderOutcome], signal: t.Any) -> OrderOutcome:
+    """Run a lifecycle step in one write transaction, then send its signals."""
+    state = current_loyalty
+
+    def attempt() -> tuple[OrderOutcome, list[t.Any]]:
+        op = Operation(state.store, member_id, "order", "order", "", state.now())
+        op.balances = state.store.lock_member(member_id)
+        outcome = work(op)
+        return outcome, op.events
+
+    outcome, events = state.store.atomic(attempt)
+    if not outcome.replayed:
+        for event, payload, _ in events:
+            send(event, **payload)
+        send(signal, member_id=member_id, order=outcome)
+    return outcome
+
+
+def _locked_order(op: Operation, reference: str) -> t.Any:
+    row = op.store.find_order(reference)
+    if row is None:
+        raise NotFound(f"There is no order {reference!r}.")
+    if row.member_id != op.member_id:
+        raise InvalidRequest(f"Order {reference!r} belongs to another member.")
+    return row
+
+
+def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
+    """Record that ``order`` was paid and credit the points it earns.
+
+    :param order: the extension's ``Order``, a host order (read by the
+        registered adapter), or :class:`~flask_loyalty.adapters.OrderData`.
+    :param at: when it was paid, for campaign windows; now by default.
+    :raises CurrencyMismatch: for an order in another currency.
+    :raises InvalidRequest: for an inconsistent order (see
+        :func:`~flask_loyalty.earning.check_order`).
+    :raises InvalidState: if the order was cancelled.
+    :raises IdempotencyConflict: if the order was paid before with other
+        amounts or lines.
+    """
+    data = read_order(order)
+    check_order(data)
+    member_id = member_for_user(data.user)
+    fingerprint = _fingerprint(data, member_id)
+    paid_at = to_utc(at, "at")
+    key = f"order:{data.reference}"
+
+    def work(op: Operation) -> OrderOutcome:
+        store = op.store
+        row = store.find_order(data.reference)
+        if row is not None and row.member_id != member_id:
+            raise InvalidRequest(f"Order {data.reference!r} belongs to another member.")
+        if row is not None and row.status == "cancelled":
+            raise InvalidState(f"Order {data.reference!r} was cancelled; it cannot be paid.")
+        if row is not None and row.params_hash:
+            if row.params_hash != fingerprint:
+                raise IdempotencyConflict(f"Order {data.reference!r} was paid before with other amounts.")
+            prior = store.find_entry(member_id, "earn", key)
+            found = (Posting.from_row(prior, replayed=True),) if prior else ()
+            return OrderOutcome(data.reference, member_id, row.status, row.points, found, replayed=True)
+        when = paid_at or op.now
+        tier = store.member_tier(member_id)[0]
+        quote = evaluate(context(data, member_id, when, tier), rules_at(when))
+        dry = bool(config_value("DRY_RUN_ENABLED"))
+        if dry:
+            log.info("Dry run: order %s would earn %s points: %s", data.reference, quote.points, quote)
+        earned = 0 if dry else quote.points
+        order_id = store.save_order(row.id if row is not None else None, {
+            "member_id": member_id, "reference": data.reference, "currency": data.currency.upper(),
+            "total_minor": to_minor(data.total), "shipping_minor": to_minor(data.shipping),
+            "tax_minor": to_minor(data.tax), "discount_minor": to_minor(data.discount),
+            "points_value_minor": to_minor(data.paid_with_points), "refunded_minor": 0,
+            "status": "paid" if row is None or row.status == "placed" else row.status,
+            "points": earned, "params_hash": fingerprint, "paid_at": op.now,
+            **({"created_at": op.now} if row is None else {}),
+        })  # fmt: skip
+        store.replace_order_lines(order_id, [
+            {"sku": ln.sku, "name": ln.name, "category": ln.category, "quantity": ln.quantity,
+             "unit_price_minor": to_minor(ln.unit_price), "discount_minor": to_minor(ln.discount),
+             "points": 0 if dry else part.points, "refunded_quantity": 0, "refunded_points": 0}
+            for ln, part in zip(data.lines, quote.lines, strict=True)
+        ])  # fmt: skip
+        postings: tuple[Posting, ...] = ()
+        if earned:
+            pending_days = int(config_value("PENDING_DAYS"))
+            expiry_days = config_value("POINTS_EXPIRY_DAYS")
+            posting = credit(
+                op.then("earn", key, fingerprint),
+                earned,
+                pending=pending_days > 0,
+                lifetime=earned,
+                available_from=op.now + dt.timedelta(days=pending_days),
+                expires_at=None if expiry_days is None else op.now + dt.timedelta(days=int(expiry_days)),
+                reason=f"order {data.reference}",
+            )
+            op.notify(signals.points_earned, member_id=member_id, entry=posting)
+            postings = (posting,)
+        return OrderOutcome(data.reference, member_id, "paid", earned, postings, quote)
+
+    return _run(member_id, work, signals.order_recorded)
+
+
+def order_completed(order: t.Any) -> OrderOutcome:
+    """Record that ``order`` is complete: its pending points become available now.
+
+    :raises NotFound: if the order was never paid.
+    :raises InvalidState: if it was cancelled or refunded.
+    """
+    from .sweeps import activate_lots
+
+    data = read_order(order)
+    member_id = member_for_user(data.user)
+
+    def work(op: Operation) -> OrderOutcome:
+        row = _locked_order(op, data.reference)
+        if row.status == "completed":
+            return OrderOutcome(data.reference, member_id, "completed", 0, replayed=True)
+        if row.status != "paid":
+            raise InvalidState(f"Order {data.reference!r} is {row.status}; only a paid order can complete.")
+        entry = op.store.find_entry(member_id, "earn", f"order:{data.reference}")
+        if entry is not None and activate_lots(
+            op.store, [entry.lot_id], op.now, "order completed", early=True
+        ):
+            op.notify(signals.points_activated, member_ids=[member_id], count=1)
+        op.store.save_order(row.id, {"status": "completed", "completed_at": op.now})
+        return OrderOutcome(data.reference, member_id, "completed", 0)
+
+    return _run(member_id, work, signals.order_completed)
+
+
+def _refund_plan(
+    row: t.Any, lines: list[t.Any], quantities: t.Mapping[str, int] | None, amount: Decimal | None
+) -> tuple[int, list[dict[str, t.Any]]]:
+    """The money refunded (minor units) and the lines' new refunded quantities and points."""
+    paid = row.total_minor - row.points_value_minor
+    if quantities is not None:
+        by_sku: dict[str, t.Any] = {}
+        for line in lines:
+            if line.sku in by_sku:
+                raise InvalidRequest(
+                    f"Order {row.reference!r} has several lines of {line.sku!r}; refund by amount."
+                )
+            by_sku[line.sku] = line
+        changes, money = [], 0
+        for sku, quantity in quantities.items():
+            line = by_sku.get(sku)
+            if line is None:
+                raise InvalidRequest(f"Order {row.reference!r} has no line {sku!r}.")
+            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+                raise InvalidRequest(f"Refund quantity of {sku!r} must be a positive whole number.")
+            done = line.refunded_quantity + quantity
+            if done > line.quantity:
+                raise InvalidRequest(
+                    f"Only {line.quantity - line.refunded_quantity} of {sku!r} are left to refund."
+                )
+            # Cumulative rounding down: the refunds of a line never reverse more than it earned.
+            reversed_after = line.points * done // line.quantity
+            money += quantity * line.unit_price_minor - (
+                line.discount_minor * done // line.quantity
+                - line.discount_minor * line.refunded_quantity // line.quantity
+            )
+            changes.append({"id": line.id, "refunded_quantity": done, "refunded_points": reversed_after})
+        return min(money, paid - row.refunded_minor), changes
+    minor = paid - row.refunded_minor if amount is None else to_minor(amount)
+    if minor <= 0 and amount is not None:
+        raise InvalidRequest("A refund amount must be positive.")
+    if row.refunded_minor + minor > paid:
+        raise InvalidRequest(
+            f"Only {paid - row.refunded_minor} (minor units) of order {row.reference!r} are left to refund."
+        )
+    target = row.points if row.refunded_minor + minor == paid else math.floor(
+        row.points * (row.refunded_minor + minor) / paid) if paid else row.points  # fmt: skip
+    already = sum(line.refunded_points for line in lines)
+    extra = share(max(0, target - already), [line.points - line.refunded_points for line in lines])
+    changes = [
+        {"id": ln.id, "refunded_quantity": ln.refunded_quantity, "refunded_points": ln.refunded_points + x}
+        for ln, x in zip(lines, extra, strict=True)
+    ]
+    return minor, changes
+
+
+def order_refunded(
+    order: t.Any,
+    *,
+    key: str,
+    lines: t.Mapping[str, int] | None = None,
+    amount: Decimal | int | str | None = None,
+    policy: str | None = None,
+) -> OrderOutcome:
+    """Reverse what the refunded part of ``order`` earned, once per refund ``key``.
+
+    :param key: the host's refund id; a repeat changes nothing.
+    :param lines: ``{sku: quantity}`` refunded. Each line's refunds together
+        reverse at most what it earned, rounding down as they go.
+    :param amount: a refunded amount instead of lines: the points reversed are
+        proportional to the share of the money paid that is refunded.
+        Neither: refund everything that is left.
+    :param policy: the clawback policy for points already spent.
+    :raises NotFound: for an order that was never paid.
+    :raises InvalidState: if it is not paid or completed.
+    :raises InvalidRequest: for unknown lines, too many units, or more money
+        than is left to refund.
+    """
+    if lines is not None and amount is not None:
+        raise InvalidRequest("Refund either lines or an amount, not both.")
+    data = read_order(order)
+    member_id = member_for_user(data.user)
+    refund_key = check_key(key)
+    money = None if amount is None else parse_amount(amount)
+    params = digest("refund", {"lines": dict(lines or {}), "amount": str(money)})
+
+    def work(op: Operation) -> OrderOutcome:
+        row = _locked_order(op, data.reference)
+        prior = op.store.find_refund(row.id, refund_key)
+        if prior is not None:
+            if prior.params_hash != params:
+                raise IdempotencyConflict(
+                    f"Refund {refund_key!r} of order {data.reference!r} was recorded differently."
+                )
+            return OrderOutcome(data.reference, member_id, row.status, prior.points, replayed=True)
+        if row.status not in ("paid", "completed"):
+            raise InvalidState(
+                f"Order {data.reference!r} is {row.status}; only a paid order can be refunded."
+            )
+        current = op.store.order_lines(row.id)
+        minor, changes = _refund_plan(row, current, lines, money)
+        points = sum(c["refunded_points"] for c in changes) - sum(
+            ln.refunded_points for ln in current if ln.id in {c["id"] for c in changes}
+        )
+        postings: tuple[Posting, ...] = ()
+        if points:
+            posting = reverse_within(
+                op.then("reverse", f"refund:{data.reference}:{refund_key}", params),
+                ("earn", f"order:{data.reference}"),
+                points,
+                policy,
+                {"actor": None, "reason": f"refund {refund_key} of order {data.reference}"},
+            )
+            op.notify(signals.points_reversed, member_id=member_id, entry=posting,
+                      original=("earn", f"order:{data.reference}"))  # fmt: skip
+            postings = (posting,)
+        op.store.update_order_lines(changes)
+        refunded = row.refunded_minor + minor
+        status = "refunded" if refunded >= row.total_minor - row.points_value_minor else row.status
+        op.store.save_order(row.id, {"refunded_minor": refunded, "status": status})
+        op.store.insert_refund({"order_id": row.id, "reference": refund_key, "amount_minor": minor,
+                                "points": points, "params_hash": params, "created_at": op.now})  # fmt: skip
+        return OrderOutcome(data.reference, member_id, status, points, postings)
+
+    return _run(member_id, work, signals.order_refunded)
+
+
+def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
+    """Cancel ``order``: reverse what it earned and give back the points it used.
+
+    The points it was paid with are its reservation ``order:<reference>``:
+    a held reservation is released, a captured one reversed. Exactly once.
+
+    :raises InvalidState: if the order was completed (refund it instead).
+    """
+    data = read_order(order)
+    member_id = member_for_user(data.user)
+    ref = data.reference
+
+    def work(op: Operation) -> OrderOutcome:
+        row = op.store.find_order(ref)
+        if row is not None and row.member_id != member_id:
+            raise InvalidRequest(f"Order {ref!r} belongs to another member.")
+        if row is not None and row.status == "cancelled":
+            return OrderOutcome(ref, member_id, "cancelled", 0, replayed=True)
+        if row is not None and row.status == "completed":
+            raise InvalidState(f"Order {ref!r} is completed; refund it instead of cancelling it.")
+        postings: list[Posting] = []
+        refs = {"actor": None, "reason": f"order {ref} cancelled"}
+        left = 0
+        if row is not None:
+            left = row.points - sum(ln.refunded_points for ln in op.store.order_lines(row.id))
+        if left > 0:
+            op = op.then("reverse", f"cancel:{ref}")
+            postings.append(reverse_within(op, ("earn", f"order:{ref}"), left, policy, refs))
+            op.notify(
+                signals.points_reversed,
+                member_id=member_id,
+                entry=postings[-1],
+                original=("earn", f"order:{ref}"),
+            )
+        reservation = op.store.find_reservation(member_id, f"order:{ref}")
+        if reservation is not None and reservation.status == "held":
+            op = op.then("release", f"order:{ref}")
+            postings.append(release_within(op, refs))
+            op.notify(signals.points_released, member_id=member_id, entry=postings[-1])
+        elif reservation is not None and reservation.status == "captured":
+            op = op.then("reverse", f"cancel:{ref}:points")
+            postings.append(reverse_within(op, ("capture", f"order:{ref}"), None, policy, refs))
+            op.notify(
+                signals.points_reversed,
+                member_id=member_id,
+                entry=postings[-1],
+                original=("capture", f"order:{ref}"),
+            )
+        if row is None:
+            op.store.save_order(None, {
+                "member_id": member_id, "reference": ref, "currency": data.currency.upper(),
+                "total_minor": to_minor(data.total), "status": "cancelled", "created_at": op.now,
+                "cancelled_at": op.now,
+            })  # fmt: skip
+        else:
+            op.store.save_order(row.id, {"status": "cancelled", "cancelled_at": op.now})
+        return OrderOutcome(ref, member_id, "cancelled", -left, tuple(postings))
+
+    return _run(member_id, work, signals.order_cancelled)
