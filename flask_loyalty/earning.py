@@ -167,7 +167,8 @@ def read_order(order: t.Any) -> OrderData:
     adapter = state.extension.order_adapter_object
     if adapter is None:
         raise InvalidRequest(
-            f"Cannot read {type(order).__name__} as an order: register an adapter with loyalty.order_adapter(...)."
+            f"Cannot read {type(order).__name__} as an order: register an adapter"
+            " with loyalty.order_adapter(...)."
         )
     return adapter.read(order) if hasattr(adapter, "read") else t.cast(OrderData, adapter(order))
 
@@ -199,7 +200,8 @@ def check_order(data: OrderData) -> None:
     goods = sum((line.amount for line in data.lines), Decimal(0)) - data.discount
     if goods < 0 or goods > data.total:
         raise InvalidRequest(
-            f"Order {data.reference!r}: its lines come to {goods} after discounts, more than its total {data.total}."
+            f"Order {data.reference!r}: its lines come to {goods} after discounts,"
+            f" more than its total {data.total}."
         )
     if data.paid_with_points > data.total:
         raise InvalidRequest(f"Order {data.reference!r}: more was paid with points than the total.")
