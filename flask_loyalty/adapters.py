@@ -113,12 +113,16 @@ class AttributeOrderAdapter:
         def money(obj: t.Any, key: str) -> Decimal:
             return self._money(_get(obj, n[key], 0) or 0, code)
 
+        def category(line: t.Any) -> str | None:
+            value = _get(line, n["line_category"])
+            return None if value is None else str(value)
+
         lines = tuple(
             LineContext(
                 sku=str(_get(line, n["line_sku"])),
                 quantity=_get(line, n["line_quantity"]),
                 unit_price=money(line, "line_unit_price"),
-                category=_get(line, n["line_category"]),
+                category=category(line),
                 name=str(_get(line, n["line_name"], "") or ""),
                 discount=money(line, "line_discount"),
             )

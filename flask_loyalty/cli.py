@@ -19,6 +19,7 @@ from . import audit
 from . import jobs
 from . import members
 from . import points as ledger
+from . import tiers
 from .errors import LoyaltyError
 
 loyalty_cli = AppGroup("loyalty", help="Manage the loyalty-points ledger.")
@@ -96,6 +97,20 @@ def release_reservations_command(now: dt.datetime | None, chunk_size: int | None
     """Release checkout reservations whose time-to-live has run out."""
     count = jobs.release_reservations(now=now, chunk_size=chunk_size, progress=_progress("reservations"))
     click.echo(f"Released {count} reservation(s).")
+
+
+@loyalty_cli.command("evaluate-tiers")
+@_now_option
+@_chunk_option
+def evaluate_tiers_command(now: dt.datetime | None, chunk_size: int | None) -> None:
+    """Move every member to the tier they qualify for: upgrades and due downgrades."""
+    try:
+        count = tiers.evaluate_tiers(now=now, chunk_size=chunk_size, progress=_progress("tiers changed"))
+    except LoyaltyError as error:
+        _fail(error)
+    except ValueError as error:  # the tier settings changed since init_app checked them
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Changed the tier of {count} member(s).")
 
 
 # Negative POINTS ("-500") must parse as an argument, not as an unknown option.

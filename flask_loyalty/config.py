@@ -44,6 +44,9 @@ DEFAULTS: dict[str, t.Any] = {
     "PENDING_DAYS": 0,
     "POINTS_EXPIRY_DAYS": None,
     "AUTO_ENROLL_ENABLED": True,
+    # Mounting on the host shop: read once in init_app.
+    "USER_MODEL": None,
+    "ORDER_EVENTS_ENABLED": True,
     # Tiers.
     "TIERS": (),
     "TIER_METRIC": "points_earned",

@@ -19,9 +19,11 @@ from .adapters import MODEL_ADAPTER
 from .adapters import OrderData
 from .config import config_value
 from .errors import InvalidRequest
+from .errors import MemberNotFound
 from .money import check_currency
 from .money import decimals
 from .money import from_minor
+from .money import parse_amount
 from .posting import to_utc
 from .proxies import current_loyalty
 from .rules import BASES
@@ -55,6 +57,21 @@ def _when(value: t.Any, what: str) -> dt.datetime | None:
         raise ValueError(f"{what} must be a datetime or an ISO 8601 string, not {value!r}.") from None
 
 
+def _names(value: t.Any, what: str) -> frozenset[str]:
+    """A set of skus or categories: a list, tuple or set of strings (not one string)."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"{what} must be a list of strings, not {value!r}.")
+    if not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{what} must hold non-empty strings, not {value!r}.")
+    return frozenset(value)
+
+
+def _multipliers(value: t.Any, key: str) -> dict[str, Decimal]:
+    if not isinstance(value, t.Mapping):
+        raise ValueError(f"{key} must be a mapping of names to multipliers, not {value!r}.")
+    return {str(k): _number(v, f"{key}[{k!r}]") for k, v in value.items()}
+
+
 def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
     """Build a :class:`~flask_loyalty.rules.Campaign` from a mapping.
 
@@ -64,6 +81,8 @@ def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
 
     :raises ValueError: naming the campaign and the key that is wrong.
     """
+    if not isinstance(values, t.Mapping):
+        raise ValueError(f"A campaign is a mapping of its settings, not {values!r}.")
     unknown = set(values) - {
         "name", "multiplier", "bonus", "starts_at", "ends_at", "priority", "stacking", "skus",
         "categories", "weekdays",
@@ -77,9 +96,15 @@ def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
     for key, number in (("bonus", bonus), ("priority", priority)):
         if isinstance(number, bool) or not isinstance(number, int):
             raise ValueError(f"Campaign {name!r}: {key} must be a whole number, not {number!r}.")
-    weekdays = frozenset(values.get("weekdays", ()))
-    if not weekdays <= set(range(7)):
-        raise ValueError(f"Campaign {name!r}: weekdays are 0 (Monday) to 6 (Sunday).")
+    days = values.get("weekdays", ())
+    if not isinstance(days, list | tuple | set | frozenset) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6 for d in days
+    ):
+        raise ValueError(f"Campaign {name!r}: weekdays are 0 (Monday) to 6 (Sunday), not {days!r}.")
+    weekdays = frozenset(days)
+    stacking = values.get("stacking", True)
+    if not isinstance(stacking, bool):
+        raise ValueError(f"Campaign {name!r}: stacking must be True or False, not {stacking!r}.")
     campaign = Campaign(
         name=name,
         multiplier=_number(values.get("multiplier", 1), f"Campaign {name!r}: multiplier"),
@@ -87,14 +112,35 @@ def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
         starts_at=_when(values.get("starts_at"), f"Campaign {name!r}: starts_at"),
         ends_at=_when(values.get("ends_at"), f"Campaign {name!r}: ends_at"),
         priority=priority,
-        stacking=bool(values.get("stacking", True)),
-        skus=frozenset(str(s) for s in values.get("skus", ())),
-        categories=frozenset(str(c) for c in values.get("categories", ())),
+        stacking=stacking,
+        skus=_names(values.get("skus", ()), f"Campaign {name!r}: skus"),
+        categories=_names(values.get("categories", ()), f"Campaign {name!r}: categories"),
         weekdays=weekdays,
     )
     if campaign.starts_at and campaign.ends_at and campaign.ends_at <= campaign.starts_at:
         raise ValueError(f"Campaign {name!r} ends before it starts.")
     return campaign
+
+
+def stored_campaign(row: t.Any) -> dict[str, t.Any]:
+    """The settings of a stored campaign (a ``Campaign`` row), as
+    :func:`campaign_from` takes them; its lists are comma-separated."""
+
+    def items(text: str | None) -> list[str]:
+        return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+    return {
+        "name": row.name,
+        "multiplier": row.multiplier,
+        "bonus": row.bonus,
+        "starts_at": row.starts_at,
+        "ends_at": row.ends_at,
+        "priority": row.priority,
+        "stacking": bool(row.stacking),
+        "skus": items(row.skus),
+        "categories": items(row.categories),
+        "weekdays": [int(day) if day.isdigit() else day for day in items(row.weekdays)],
+    }
 
 
 def configured_rules() -> RuleSet:
@@ -108,22 +154,25 @@ def configured_rules() -> RuleSet:
     if basis not in BASES:
         raise ValueError(f"LOYALTY_EARN_BASIS must be one of {BASES}, not {basis!r}.")
     minimum = config_value("EARN_MINIMUM")
+    campaigns = config_value("CAMPAIGNS")
+    if isinstance(campaigns, str | bytes | t.Mapping) or not isinstance(campaigns, list | tuple):
+        raise ValueError(f"LOYALTY_CAMPAIGNS must be a list of campaign mappings, not {campaigns!r}.")
+    try:
+        built = tuple(campaign_from(c) for c in campaigns)
+    except ValueError as error:
+        raise ValueError(f"LOYALTY_CAMPAIGNS: {error}") from None
     return RuleSet(
         rate=_number(config_value("EARN_RATE"), "LOYALTY_EARN_RATE"),
         rounding=rounding,
         basis=basis,
         minimum=None if minimum is None else _number(minimum, "LOYALTY_EARN_MINIMUM"),
-        sku_multipliers={
-            str(k): _number(v, f"LOYALTY_SKU_MULTIPLIERS[{k!r}]")
-            for k, v in config_value("SKU_MULTIPLIERS").items()
-        },
-        category_multipliers={
-            str(k): _number(v, f"LOYALTY_CATEGORY_MULTIPLIERS[{k!r}]")
-            for k, v in config_value("CATEGORY_MULTIPLIERS").items()
-        },
-        excluded_skus=frozenset(str(s) for s in config_value("EXCLUDED_SKUS")),
-        excluded_categories=frozenset(str(c) for c in config_value("EXCLUDED_CATEGORIES")),
-        campaigns=tuple(campaign_from(c) for c in config_value("CAMPAIGNS")),
+        sku_multipliers=_multipliers(config_value("SKU_MULTIPLIERS"), "LOYALTY_SKU_MULTIPLIERS"),
+        category_multipliers=_multipliers(
+            config_value("CATEGORY_MULTIPLIERS"), "LOYALTY_CATEGORY_MULTIPLIERS"
+        ),
+        excluded_skus=_names(config_value("EXCLUDED_SKUS"), "LOYALTY_EXCLUDED_SKUS"),
+        excluded_categories=_names(config_value("EXCLUDED_CATEGORIES"), "LOYALTY_EXCLUDED_CATEGORIES"),
+        campaigns=built,
         decimals=decimals(),
     )
 
@@ -132,7 +181,7 @@ def rules_at(at: dt.datetime) -> RuleSet:
     """Every rule in force at ``at``: configuration, stored campaigns, callbacks."""
     state = current_loyalty
     base = configured_rules()
-    stored = tuple(campaign_from(row.values()) for row in state.store.active_campaigns(at))
+    stored = tuple(campaign_from(stored_campaign(row)) for row in state.store.active_campaigns(at))
     return RuleSet(
         **{
             **base.__dict__,
@@ -177,10 +226,12 @@ def check_order(data: OrderData) -> None:
     """Refuse an order that is not a consistent order in the shop's currency.
 
     :raises CurrencyMismatch: for another currency.
-    :raises InvalidRequest: for an empty reference, no lines, a quantity that
-        is not a positive whole number, negative amounts, a line discount
-        larger than its line, or goods (less discounts) worth more than the
-        total, or more paid with points than the total.
+    :raises InvalidRequest: for an empty reference, no lines, a sku,
+        category or name that does not fit its column, a quantity that is not
+        a positive whole number, negative amounts or amounts finer than the
+        currency's minor unit, a discount larger than its line or lines, goods
+        (less discounts) worth more than the total, or more paid with points
+        than the total.
     """
     check_currency(data.currency)
     if not isinstance(data.reference, str) or not data.reference.strip() or len(data.reference) > 160:
@@ -188,17 +239,31 @@ def check_order(data: OrderData) -> None:
     if not data.lines:
         raise InvalidRequest(f"Order {data.reference!r} has no lines.")
     for line in data.lines:
-        if isinstance(line.quantity, bool) or not isinstance(line.quantity, int) or line.quantity <= 0:
+        if not isinstance(line.sku, str) or not line.sku or len(line.sku) > 64:
+            raise InvalidRequest(f"Order {data.reference!r}: a sku is a string of 1 to 64 characters.")
+        if not (line.category is None or isinstance(line.category, str) and len(line.category) <= 64):
+            raise InvalidRequest(f"Order {data.reference!r}: the category of {line.sku!r} is not usable.")
+        if not isinstance(line.name, str) or len(line.name) > 200:
+            raise InvalidRequest(f"Order {data.reference!r}: the name of {line.sku!r} is not usable.")
+        quantity = line.quantity
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity < 2**31:
             raise InvalidRequest(
                 f"Order {data.reference!r}: quantity of {line.sku!r} must be a positive whole number."
             )
-        if line.unit_price < 0 or line.discount < 0 or line.discount > line.unit_price * line.quantity:
+        for amount in (line.unit_price, line.discount):
+            parse_amount(amount, data.currency)
+        if line.unit_price < 0 or line.discount < 0:
             raise InvalidRequest(f"Order {data.reference!r}: line {line.sku!r} has a negative amount.")
+        if line.discount > line.unit_price * line.quantity:
+            raise InvalidRequest(f"Order {data.reference!r}: the discount of {line.sku!r} exceeds the line.")
     for name in ("shipping", "tax", "discount", "paid_with_points", "total"):
+        parse_amount(getattr(data, name), data.currency)
         if getattr(data, name) < 0:
             raise InvalidRequest(f"Order {data.reference!r}: {name} must not be negative.")
     goods = sum((line.amount for line in data.lines), Decimal(0)) - data.discount
-    if goods < 0 or goods > data.total:
+    if goods < 0:
+        raise InvalidRequest(f"Order {data.reference!r}: its discount exceeds its lines.")
+    if goods > data.total:
         raise InvalidRequest(
             f"Order {data.reference!r}: its lines come to {goods} after discounts,"
             f" more than its total {data.total}."
@@ -238,11 +303,17 @@ def quote(
     :param member: the member whose tier counts; the order's or cart's own
         member by default, none for a bare list of lines.
     :param at: the time the campaigns are evaluated at; now by default.
+
+    An empty cart or list of lines earns nothing (a quote of 0 points with no
+    lines); an order must have lines.
     """
     from .members import member_for_user
 
     state = current_loyalty
     when = to_utc(at, "at") or state.now()
+    empty_cart = isinstance(order, state.models.Cart) and not order.items
+    if empty_cart or (isinstance(order, list | tuple) and not order):
+        return Quote(0, (), ())
     if isinstance(order, state.models.Cart):
         lines = tuple(
             LineContext(item.sku, item.quantity, from_minor(item.unit_price_minor), item.category, item.name)
@@ -264,6 +335,10 @@ def quote(
         if member is not None:
             data = OrderData(**{**data.__dict__, "user": member})
     check_order(data)
-    member_id = member_for_user(data.user, auto_enroll=False) if data.user is not None else None
+    try:
+        member_id = member_for_user(data.user, auto_enroll=False) if data.user is not None else None
+    except MemberNotFound:
+        # A shopper who is not a member yet: enrolled when the order is paid.
+        member_id = None
     tier = state.store.member_tier(member_id)[0] if member_id else None
     return evaluate(context(data, member_id, when, tier), rules_at(when))

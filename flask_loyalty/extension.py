@@ -11,13 +11,16 @@ from flask import current_app
 from flask import Flask
 from flask import has_app_context
 from sqlalchemy.sql.elements import conv
+from werkzeug.utils import import_string
 
+from . import autohooks
 from .config import apply_defaults
 from .config import CLAWBACK_POLICIES
 from .config import config_value
 from .models import build_models
 from .models import Models
 from .store import LoyaltyStore
+from .tiers import check_config as check_tiers
 from .transaction import install_sqlite_locking
 from .transaction import track_host_flushes
 
@@ -42,6 +45,11 @@ class LoyaltyState:
     store: LoyaltyStore
     #: The model classes for the app's table prefix.
     models: Models
+    #: The host's user model (``LOYALTY_USER_MODEL``), or ``None``.
+    user_model: type[t.Any] | None = None
+    #: Whether status changes of the extension's orders run the lifecycle
+    #: hooks (``LOYALTY_ORDER_EVENTS_ENABLED``).
+    order_events: bool = False
 
     def now(self) -> dt.datetime:
         """The current time by the extension's clock (naive UTC)."""
@@ -151,7 +159,10 @@ class Loyalty:
         Applies the ``LOYALTY_*`` defaults, builds the models for
         ``LOYALTY_TABLE_PREFIX`` and adds their tables to the host's metadata
         (so ``db.create_all()`` creates them), prepares SQLite engines for
-        write locking, and attaches the ``flask loyalty`` commands.
+        write locking, and attaches the ``flask loyalty`` commands. It
+        imports ``LOYALTY_USER_MODEL`` and registers the session listeners of
+        :mod:`~flask_loyalty.autohooks` (with ``LOYALTY_ORDER_EVENTS_ENABLED``,
+        status changes of the extension's orders run the lifecycle hooks).
 
         :raises RuntimeError: if the app already has the extension, or has no
             Flask-SQLAlchemy extension.
@@ -170,12 +181,17 @@ class Loyalty:
             )
         apply_defaults(app)
         _check_config(app)
+        user_model = _user_model(app)
         models = build_models(config_value("TABLE_PREFIX", app))
         _attach_tables(db.metadata, models.metadata)
         if self._models is None:
             self._models = models
-        app.extensions["loyalty"] = LoyaltyState(self, LoyaltyStore(db, models), models)
+        order_events = bool(config_value("ORDER_EVENTS_ENABLED", app))
+        app.extensions["loyalty"] = LoyaltyState(
+            self, LoyaltyStore(db, models), models, user_model, order_events
+        )
         track_host_flushes(db.session.session_factory.class_)
+        autohooks.install(db.session.session_factory.class_, models.Order if order_events else None)
         if config_value("SQLITE_IMMEDIATE_ENABLED", app):
             with app.app_context():
                 for engine in db.engines.values():
@@ -208,13 +224,20 @@ def _check_config(app: Flask) -> None:
     code = config_value("CURRENCY", app)
     if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
         raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
-    for key, least in (("LOCK_RETRIES", 0), ("JOB_CHUNK_SIZE", 1), ("CURRENCY_DECIMALS", 0)):
+    optional = ("CURRENCY_DECIMALS", "POINTS_EXPIRY_DAYS")
+    for key, least in (
+        ("LOCK_RETRIES", 0),
+        ("JOB_CHUNK_SIZE", 1),
+        ("CURRENCY_DECIMALS", 0),
+        ("PENDING_DAYS", 0),
+        ("POINTS_EXPIRY_DAYS", 1),
+    ):
         value = config_value(key, app)
-        if key == "CURRENCY_DECIMALS" and value is None:
+        if key in optional and value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             rule = f"a whole number of at least {least}"
-            if key == "CURRENCY_DECIMALS":
+            if key in optional:
                 rule = f"None or {rule}"
             raise ValueError(f"LOYALTY_{key} must be {rule}, not {value!r}.")
     delay = config_value("LOCK_RETRY_DELAY", app)
@@ -222,6 +245,35 @@ def _check_config(app: Flask) -> None:
         raise ValueError(
             f"LOYALTY_LOCK_RETRY_DELAY must be a finite number of seconds of at least 0, not {delay!r}."
         )
+    from .earning import configured_rules
+
+    with app.app_context():
+        # The earning keys (rate, rounding, basis, multipliers, campaigns...):
+        # building the rules checks each one.
+        configured_rules()
+    check_tiers(app)
+
+
+def _user_model(app: Flask) -> type[t.Any] | None:
+    """The class named by ``LOYALTY_USER_MODEL`` (a class or an import string).
+
+    :raises ValueError: if it cannot be imported or is not a class.
+    """
+    value = config_value("USER_MODEL", app)
+    if value is None or isinstance(value, type):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            "LOYALTY_USER_MODEL must be a class or an import string such as"
+            f" 'shop.models:User', not {value!r}."
+        )
+    try:
+        found = import_string(value.strip())
+    except ImportError as error:
+        raise ValueError(f"LOYALTY_USER_MODEL {value!r} cannot be imported: {error}") from None
+    if not isinstance(found, type):
+        raise ValueError(f"LOYALTY_USER_MODEL {value!r} is not a class but {found!r}.")
+    return found
 
 
 def _attach_tables(target: sa.MetaData, source: sa.MetaData) -> None:

@@ -104,10 +104,18 @@ def member_for_user(user: t.Any, *, auto_enroll: bool | None = None) -> int:
     user's ``name`` and ``email`` attributes if it has them.
 
     :raises MemberNotFound: if the user has no member and is not enrolled.
+    :raises InvalidRequest: if ``user`` is none of these, or is not an
+        instance of ``LOYALTY_USER_MODEL`` when that is set.
     """
     state = current_loyalty
     if isinstance(user, int | state.models.Member):
         return member_id_of(user)
+    model = state.user_model
+    if model is not None and not isinstance(user, model):
+        raise InvalidRequest(
+            f"{user!r} is not a {model.__module__}.{model.__qualname__} (LOYALTY_USER_MODEL),"
+            " a member or a member id."
+        )
     key = getattr(user, "id", None)
     if key is None:
         raise InvalidRequest(f"{user!r} is not a member or a user with an id.")
@@ -124,7 +132,7 @@ def member_for_user(user: t.Any, *, auto_enroll: bool | None = None) -> int:
     except InvalidRequest:
         # Enrolled at the same moment by another request, or the email is a
         # member's already: the user's own link decides.
-        found = state.store.atomic(lambda: state.store.find_member_by_user(str(key)))
+        found = state.store.atomic(lambda: state.store.find_member_by_user(str(key), fresh=True))
         if found is None:
             raise
         return int(found.id)

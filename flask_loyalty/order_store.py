@@ -91,15 +91,18 @@ class OrderQueries:
         self.execute(self.models.Refund.__table__.insert().values(**values))
 
     def active_campaigns(self, at: dt.datetime) -> list[t.Any]:
-        """Stored campaigns that are switched on and whose window may contain ``at``."""
+        """Stored campaigns (rows, oldest first) that are switched on and whose
+        window contains ``at``."""
         c = self.models.Campaign.__table__
         return list(
             self.execute(
-                sa.select(c).where(
+                sa.select(c)
+                .where(
                     c.c.active.is_(True),
                     sa.or_(c.c.starts_at.is_(None), c.c.starts_at <= at),
                     sa.or_(c.c.ends_at.is_(None), c.c.ends_at > at),
                 )
+                .order_by(c.c.id)
             ).all()
         )
 
@@ -114,7 +117,15 @@ class OrderQueries:
         m = self.models.Member.__table__
         self.execute(m.update().where(m.c.id == member_id).values(tier=tier, tier_since=since))
 
-    def find_member_by_user(self, user_id: str) -> t.Any:
-        """The member linked to the host user ``user_id``, or ``None``."""
+    def find_member_by_user(self, user_id: str, *, fresh: bool = False) -> t.Any:
+        """The member linked to the host user ``user_id``, or ``None``.
+
+        :param fresh: read the latest committed row (see :meth:`fresh`), after
+            a concurrent enrolment of the user won: inside a host's transaction
+            on MySQL, a plain read does not see it. A plain read takes no lock,
+            so that concurrent first enrolments of a user wait on the unique
+            index instead of deadlocking on gap locks.
+        """
         m = self.models.Member.__table__
-        return self.execute(sa.select(m.c.id).where(m.c.user_id == user_id)).first()
+        query = sa.select(m.c.id).where(m.c.user_id == user_id)
+        return self.execute(self.fresh(query) if fresh else query).first()

@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import math
 import typing as t
 from decimal import Decimal
+from fractions import Fraction
 
 from . import signals
 from .adapters import OrderData
+from .config import CLAWBACK_POLICIES
 from .config import config_value
 from .earning import check_order
 from .earning import context
@@ -38,6 +39,7 @@ from .earning import rules_at
 from .errors import IdempotencyConflict
 from .errors import InvalidRequest
 from .errors import InvalidState
+from .errors import MemberNotFound
 from .errors import NotFound
 from .members import member_for_user
 from .money import parse_amount
@@ -55,6 +57,7 @@ from .rules import evaluate
 from .rules import Quote
 from .rules import share
 from .signals import send
+from .tiers import promote_within
 
 log = logging.getLogger("flask_loyalty")
 
@@ -102,6 +105,19 @@ def _run(member_id: int, work: t.Callable[[Operation], OrderOutcome], signal: t.
             send(event, **payload)
         send(signal, member_id=member_id, order=outcome)
     return outcome
+
+
+def _recorded_member(data: OrderData) -> int:
+    """The member of an order that must have been paid: nobody is enrolled for it."""
+    try:
+        return member_for_user(data.user, auto_enroll=False)
+    except MemberNotFound:
+        raise NotFound(f"There is no order {data.reference!r}.") from None
+
+
+def _check_policy(policy: str | None) -> None:
+    if policy is not None and policy not in CLAWBACK_POLICIES:
+        raise InvalidRequest(f"policy must be one of {CLAWBACK_POLICIES}, not {policy!r}.")
 
 
 def _locked_order(op: Operation, reference: str) -> t.Any:
@@ -159,7 +175,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             "tax_minor": to_minor(data.tax), "discount_minor": to_minor(data.discount),
             "points_value_minor": to_minor(data.paid_with_points), "refunded_minor": 0,
             "status": "paid" if row is None or row.status == "placed" else row.status,
-            "points": earned, "params_hash": fingerprint, "paid_at": op.now,
+            "points": earned, "params_hash": fingerprint, "paid_at": when,
             **({"created_at": op.now} if row is None else {}),
         })  # fmt: skip
         store.replace_order_lines(order_id, [
@@ -183,6 +199,9 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             )
             op.notify(signals.points_earned, member_id=member_id, entry=posting)
             postings = (posting,)
+        if not dry:
+            # After the earn: this order was priced at the old tier, the next one at the new.
+            promote_within(op, tier)
         return OrderOutcome(data.reference, member_id, "paid", earned, postings, quote)
 
     return _run(member_id, work, signals.order_recorded)
@@ -197,7 +216,7 @@ def order_completed(order: t.Any) -> OrderOutcome:
     from .sweeps import activate_lots
 
     data = read_order(order)
-    member_id = member_for_user(data.user)
+    member_id = _recorded_member(data)
 
     def work(op: Operation) -> OrderOutcome:
         row = _locked_order(op, data.reference)
@@ -222,6 +241,8 @@ def _refund_plan(
     """The money refunded (minor units) and the lines' new refunded quantities and points."""
     paid = row.total_minor - row.points_value_minor
     if quantities is not None:
+        if not quantities:
+            raise InvalidRequest("A refund by lines needs at least one line.")
         by_sku: dict[str, t.Any] = {}
         for line in lines:
             if line.sku in by_sku:
@@ -229,6 +250,12 @@ def _refund_plan(
                     f"Order {row.reference!r} has several lines of {line.sku!r}; refund by amount."
                 )
             by_sku[line.sku] = line
+        # What each line was paid in money: its amount less its share (by
+        # amount, as in the earning basis) of the order's discount and of the
+        # part paid with points.
+        amounts = [ln.quantity * ln.unit_price_minor - ln.discount_minor for ln in lines]
+        taken = share(row.discount_minor + row.points_value_minor, [Fraction(a) for a in amounts])
+        net = {ln.id: max(0, a - d) for ln, a, d in zip(lines, amounts, taken, strict=True)}
         changes, money = [], 0
         for sku, quantity in quantities.items():
             line = by_sku.get(sku)
@@ -241,14 +268,23 @@ def _refund_plan(
                 raise InvalidRequest(
                     f"Only {line.quantity - line.refunded_quantity} of {sku!r} are left to refund."
                 )
-            # Cumulative rounding down: the refunds of a line never reverse more than it earned.
-            reversed_after = line.points * done // line.quantity
-            money += quantity * line.unit_price_minor - (
-                line.discount_minor * done // line.quantity
-                - line.discount_minor * line.refunded_quantity // line.quantity
-            )
+            # Cumulative rounding down: the refunds of a line never reverse
+            # more than it earned, and never less than earlier refunds of it
+            # (by amount) already did.
+            reversed_after = max(line.refunded_points, line.points * done // line.quantity)
+            paid_for = net[line.id]
+            money += paid_for * done // line.quantity - paid_for * line.refunded_quantity // line.quantity
             changes.append({"id": line.id, "refunded_quantity": done, "refunded_points": reversed_after})
-        return min(money, paid - row.refunded_minor), changes
+        minor = min(money, paid - row.refunded_minor)
+        if paid and row.refunded_minor + minor >= paid:
+            # Everything paid has been refunded: nothing the order earned stays.
+            done_by_id = {c["id"]: c["refunded_quantity"] for c in changes}
+            changes = [
+                {"id": ln.id, "refunded_quantity": done_by_id.get(ln.id, ln.refunded_quantity),
+                 "refunded_points": ln.points}
+                for ln in lines
+            ]  # fmt: skip
+        return minor, changes
     minor = paid - row.refunded_minor if amount is None else to_minor(amount)
     if minor <= 0 and amount is not None:
         raise InvalidRequest("A refund amount must be positive.")
@@ -256,8 +292,9 @@ def _refund_plan(
         raise InvalidRequest(
             f"Only {paid - row.refunded_minor} (minor units) of order {row.reference!r} are left to refund."
         )
-    target = row.points if row.refunded_minor + minor == paid else math.floor(
-        row.points * (row.refunded_minor + minor) / paid) if paid else row.points  # fmt: skip
+    # Integer floor division: exact for any amount (a float quotient can round up to a whole point).
+    target = row.points if row.refunded_minor + minor == paid or not paid else (
+        row.points * (row.refunded_minor + minor) // paid)  # fmt: skip
     already = sum(line.refunded_points for line in lines)
     extra = share(max(0, target - already), [line.points - line.refunded_points for line in lines])
     changes = [
@@ -283,16 +320,19 @@ def order_refunded(
     :param amount: a refunded amount instead of lines: the points reversed are
         proportional to the share of the money paid that is refunded.
         Neither: refund everything that is left.
-    :param policy: the clawback policy for points already spent.
-    :raises NotFound: for an order that was never paid.
+    :param policy: the clawback policy for points already spent;
+        ``LOYALTY_CLAWBACK_POLICY`` by default.
+    :raises NotFound: for an order that was never paid (its buyer is not
+        enrolled for it).
     :raises InvalidState: if it is not paid or completed.
     :raises InvalidRequest: for unknown lines, too many units, or more money
         than is left to refund.
     """
     if lines is not None and amount is not None:
         raise InvalidRequest("Refund either lines or an amount, not both.")
+    _check_policy(policy)
     data = read_order(order)
-    member_id = member_for_user(data.user)
+    member_id = _recorded_member(data)
     refund_key = check_key(key)
     money = None if amount is None else parse_amount(amount)
     params = digest("refund", {"lines": dict(lines or {}), "amount": str(money)})
@@ -343,9 +383,15 @@ def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
 
     The points it was paid with are its reservation ``order:<reference>``:
     a held reservation is released, a captured one reversed. Exactly once.
+    An order that was never paid is recorded as cancelled, so that a late
+    payment of it is refused.
 
+    :param policy: the clawback policy for earned points already spent;
+        ``LOYALTY_CLAWBACK_POLICY`` by default.
     :raises InvalidState: if the order was completed (refund it instead).
+    :raises InvalidRequest: for an unknown policy.
     """
+    _check_policy(policy)
     data = read_order(order)
     member_id = member_for_user(data.user)
     ref = data.reference
@@ -394,6 +440,6 @@ def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
             })  # fmt: skip
         else:
             op.store.save_order(row.id, {"status": "cancelled", "cancelled_at": op.now})
-        return OrderOutcome(ref, member_id, "cancelled", -left, tuple(postings))
+        return OrderOutcome(ref, member_id, "cancelled", left, tuple(postings))
 
     return _run(member_id, work, signals.order_cancelled)

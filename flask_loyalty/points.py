@@ -36,6 +36,7 @@ from .posting import Operation
 from .posting import Posting
 from .posting import run_operation
 from .posting import to_utc
+from .tiers import promote_within
 
 __all__ = ["earn", "redeem", "reserve", "capture", "release", "reverse", "adjust"]
 
@@ -100,8 +101,10 @@ def earn(
         begins = max(start or op.now, op.now)
         if end is not None and end <= begins:
             raise InvalidRequest("expires_at must be after the time the points become available.")
-        return credit(op, points, pending=begins > op.now, lifetime=points, expires_at=end,
-                       available_from=begins, **refs)  # fmt: skip
+        posting = credit(op, points, pending=begins > op.now, lifetime=points, expires_at=end,
+                         available_from=begins, **refs)  # fmt: skip
+        promote_within(op)
+        return posting
 
     return run_operation("earn", member, key, params, apply, signals.points_earned)
 

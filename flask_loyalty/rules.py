@@ -83,7 +83,9 @@ class Campaign:
     The window is ``[starts_at, ends_at)``: it includes its first instant and
     excludes its last. A campaign applies to lines matching ``skus`` or
     ``categories`` (all lines when both are empty) on ``weekdays``
-    (0 = Monday; all days when empty).
+    (0 = Monday; all days when empty): its ``multiplier`` multiplies those
+    lines' points, and its ``bonus`` is added once per order that has such a
+    line (one that earns at all), shared over those lines.
     """
 
     name: str
@@ -305,8 +307,9 @@ def evaluate(order: OrderContext, rules: RuleSet) -> Quote:
     ``LOYALTY_EARN_BASIS``), exclusions, sku and category multipliers,
     campaigns (highest priority first; a non-stacking campaign applies only
     when it comes first, and then alone), the tier multiplier; then campaign
-    bonuses, then the host's callbacks in registration order; finally the
-    total is rounded and shared over the lines.
+    bonuses (each shared over the lines its campaign covers), then the host's
+    callbacks in registration order; finally the total is rounded and shared
+    over the lines.
     """
     applied: list[Applied] = []
     bases = _bases(order, rules)
@@ -322,10 +325,18 @@ def evaluate(order: OrderContext, rules: RuleSet) -> Quote:
             multipliers = [m * Fraction(order.tier_multiplier) for m in multipliers]
             applied.append(Applied("tier", f"× {order.tier_multiplier}", order.tier or ""))
         exact = [b * rate * m for b, m in zip(bases, multipliers, strict=True)]
-        bonus = sum(c.bonus for c in rules.campaigns if c.bonus and c.active(order.at))
-        if bonus:
-            applied.append(Applied("campaign bonus", f"+ {bonus}", ""))
-            exact = _add(exact, bases, Fraction(bonus))
+        for campaign in rules.campaigns:
+            # A bonus goes to the lines the campaign covers that earn at all,
+            # and only when the order has such a line.
+            pairs = zip(order.lines, multipliers, strict=True)
+            covered = [campaign.matches(ln) and m != 0 for ln, m in pairs]
+            if not (campaign.bonus and campaign.active(order.at) and any(covered)):
+                continue
+            weights = [b if c else Fraction(0) for b, c in zip(bases, covered, strict=True)]
+            if not sum(weights):
+                weights = [Fraction(int(c)) for c in covered]
+            applied.append(Applied(f"campaign {campaign.name}", f"+ {campaign.bonus}", "bonus"))
+            exact = _add(exact, weights, Fraction(campaign.bonus))
     vetoed = False
     for name, callback in rules.callbacks:
         draft = _quote(order, bases, multipliers, exact, applied, rules.rounding, vetoed)
@@ -341,13 +352,12 @@ def evaluate(order: OrderContext, rules: RuleSet) -> Quote:
         elif award.kind == "multiply":
             exact = [x * Fraction(award.value) for x in exact]
         else:
-            exact = _add(exact, bases, Fraction(award.value))
+            exact = _add(exact, bases if sum(bases) else [Fraction(1)] * len(bases), Fraction(award.value))
     return _quote(order, bases, multipliers, exact, applied, rules.rounding, vetoed)
 
 
-def _add(exact: list[Fraction], bases: list[Fraction], points: Fraction) -> list[Fraction]:
-    """Share ``points`` over the lines by basis, never taking a line below zero."""
-    weights = bases if sum(bases) else [Fraction(1)] * len(bases)
+def _add(exact: list[Fraction], weights: list[Fraction], points: Fraction) -> list[Fraction]:
+    """Share ``points`` over the lines by ``weights``, never taking a line below zero."""
     whole = sum(weights, Fraction(0))
     if not whole:
         return exact

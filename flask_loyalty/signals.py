@@ -9,6 +9,8 @@ the transaction that made the change has committed, and never for a replayed
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import typing as t
 
 from blinker import Namespace
@@ -17,10 +19,47 @@ from flask import current_app
 
 _signals = Namespace()
 
+#: A signal held back until a transaction commits: ``(signal, sender, kwargs)``.
+Deferred: t.TypeAlias = tuple[Signal, t.Any, dict[str, t.Any]]
+
+_held: contextvars.ContextVar[list[Deferred] | None] = contextvars.ContextVar(
+    "flask_loyalty_held_signals", default=None
+)
+
 
 def send(signal: Signal, **kwargs: t.Any) -> None:
-    """Send ``signal`` with the real current app as sender (internal)."""
-    signal.send(current_app._get_current_object(), **kwargs)  # type: ignore[attr-defined]
+    """Send ``signal`` with the real current app as sender (internal).
+
+    Inside :func:`held`, the signal is queued instead of sent.
+    """
+    sender = current_app._get_current_object()  # type: ignore[attr-defined]
+    queue = _held.get()
+    if queue is not None:
+        queue.append((signal, sender, kwargs))
+        return
+    signal.send(sender, **kwargs)
+
+
+@contextlib.contextmanager
+def held() -> t.Iterator[list[Deferred]]:
+    """Queue the signals sent inside the block instead of sending them (internal).
+
+    For services run inside a transaction that commits later (see
+    :mod:`flask_loyalty.autohooks`): the caller sends the queue with
+    :func:`send_held` once that transaction has committed, or drops it.
+    """
+    queue: list[Deferred] = []
+    token = _held.set(queue)
+    try:
+        yield queue
+    finally:
+        _held.reset(token)
+
+
+def send_held(queue: t.Iterable[Deferred]) -> None:
+    """Send the signals that :func:`held` queued, in order (internal)."""
+    for signal, sender, kwargs in queue:
+        signal.send(sender, **kwargs)
 
 
 #: Points were credited. Sent with ``member_id`` and ``entry``

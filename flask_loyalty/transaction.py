@@ -12,6 +12,12 @@ savepoint there: if it fails, only its own writes are undone. It cannot be
 replayed, so a retryable failure rolls the whole transaction back and raises
 :class:`~flask_loyalty.errors.ConcurrencyError`.
 
+Inside the host's commit (lifecycle hooks that :mod:`flask_loyalty.autohooks`
+runs while the host's session commits, flagged by :data:`IN_HOST_COMMIT` in
+``session.info``), the operation runs in a savepoint of the transaction being
+committed and is never committed by :func:`run_atomic`: the host's commit
+commits it, or its rollback undoes it.
+
 On SQLite, a write transaction starts with ``BEGIN IMMEDIATE``, which takes
 the database's write lock at once, so two writers never interleave.
 """
@@ -34,6 +40,10 @@ T = t.TypeVar("T")
 
 _WRITE_OPTION = "loyalty_write"
 _FLUSHED = "loyalty_host_flushed"
+#: The ``session.info`` flag that is set while the session runs lifecycle hooks
+#: inside its own commit (see :mod:`flask_loyalty.autohooks`); :func:`run_atomic`
+#: then neither begins nor commits a transaction.
+IN_HOST_COMMIT = "loyalty_in_host_commit"
 _SQLITE_RETRY_STATES = ("database is locked", "database table is locked", "busy")
 #: PostgreSQL SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available.
 _PG_RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
@@ -122,8 +132,10 @@ def run_atomic(
     :param isolation_level: the isolation level of the transaction when the
         operation starts its own.
     :raises ConcurrencyError: when the retries are used up, or at once when the
-        operation joined a host transaction.
+        operation joined a host transaction or runs inside the host's commit.
     """
+    if session.info.get(IN_HOST_COMMIT):
+        return _run_in_commit(session, work)
     options: dict[str, t.Any] = {_WRITE_OPTION: True}
     if isolation_level:
         options["isolation_level"] = isolation_level
@@ -178,3 +190,28 @@ def _run_joined(session: Session, work: t.Callable[[], T]) -> T:
         ) from error
     session.commit()
     return result
+
+
+def _run_in_commit(session: Session, work: t.Callable[[], T]) -> T:
+    """Run ``work`` inside the transaction that the host's session is committing.
+
+    Nothing is committed here: the host's commit, which is running, commits the
+    operation with the host's writes. The operation runs in a savepoint so that
+    a failure (insufficient points, a lost race to enrol a user) undoes only
+    its own writes and leaves the transaction usable. A deadlock or
+    serialization failure cannot be replayed from inside a commit: it raises
+    :class:`~flask_loyalty.errors.ConcurrencyError`, the host's commit fails,
+    and the host rolls back.
+    """
+    try:
+        with session.begin_nested():
+            return work()
+    except BaseException as error:
+        # MySQL ends the whole transaction on a deadlock, so that rolling back to
+        # the savepoint fails too: the deadlock is then that failure's context.
+        if not (is_retryable(error) or (error.__context__ is not None and is_retryable(error.__context__))):
+            raise
+        raise ConcurrencyError(
+            "The database reported a deadlock or serialization failure while the host's "
+            "transaction was committing; roll it back and try again."
+        ) from error

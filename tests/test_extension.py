@@ -37,6 +37,8 @@ TABLES = {
     "cart_item",
     "order",
     "order_line",
+    "refund",
+    "campaign",
 }
 
 
