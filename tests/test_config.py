@@ -27,7 +27,32 @@ OTHER_VALUES: dict[str, t.Any] = {
     "LOCK_RETRY_DELAY": 0.5,
     "SQLITE_IMMEDIATE_ENABLED": False,
     "JOB_CHUNK_SIZE": 1,
+    "EARN_RATE": "12.5",
+    "EARN_ROUNDING": "half_up",
+    "EARN_BASIS": "paid_total",
+    "EARN_MINIMUM": "5.00",
+    "SKU_MULTIPLIERS": {"TEA-01": 2},
+    "CATEGORY_MULTIPLIERS": {"books": "1.5"},
+    "EXCLUDED_SKUS": ("GIFT-CARD",),
+    "EXCLUDED_CATEGORIES": ("gift cards",),
+    "CAMPAIGNS": ({"name": "weekend", "multiplier": 2, "weekdays": [5, 6]},),
+    "DRY_RUN_ENABLED": True,
+    "PENDING_DAYS": 14,
+    "POINTS_EXPIRY_DAYS": 365,
+    "AUTO_ENROLL_ENABLED": False,
+    "USER_MODEL": "tests.test_config:ShopUser",
+    "ORDER_EVENTS_ENABLED": False,
+    "TIERS": ({"name": "Gold", "threshold": 1000},),
+    "TIER_METRIC": "amount_spent",
+    "TIER_PERIOD": "calendar_year",
+    "TIER_GRACE_DAYS": 30,
 }
+
+
+class ShopUser:
+    """A host shop's user model, as named by ``LOYALTY_USER_MODEL``."""
+
+    id: int = 0
 
 
 def make_app(**config: t.Any) -> Flask:
