@@ -7,7 +7,9 @@ Every ``LOYALTY_*`` key is declared once, unprefixed, in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
+import decimal
 import typing as t
+from decimal import Decimal
 
 from flask import current_app
 from flask import Flask
@@ -89,3 +91,21 @@ def config_value(key: str, app: Flask | None = None) -> t.Any:
         raise KeyError(f"Unknown flask-loyalty configuration key: {PREFIX}{key}")
     config = (app or current_app).config
     return config.get(PREFIX + key, DEFAULTS[key])
+
+
+def decimal_setting(value: t.Any, what: str) -> Decimal:
+    """Check a numeric setting and return it as a :class:`~decimal.Decimal`.
+
+    :param what: names the setting in the error message.
+    :raises ValueError: unless ``value`` is an int, str or Decimal holding a
+        finite number of at least 0 (floats are refused: ``0.1`` is not exact).
+    """
+    if isinstance(value, bool | float) or not isinstance(value, int | str | Decimal):
+        raise ValueError(f"{what} must be a Decimal, int or str, not {value!r}.")
+    try:
+        number = Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"{what} must be a number, not {value!r}.") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"{what} must be a finite number of at least 0, not {value!r}.")
+    return number

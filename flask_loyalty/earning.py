@@ -18,6 +18,7 @@ from decimal import Decimal
 from .adapters import MODEL_ADAPTER
 from .adapters import OrderData
 from .config import config_value
+from .config import decimal_setting
 from .errors import InvalidRequest
 from .errors import MemberNotFound
 from .money import check_currency
@@ -34,18 +35,6 @@ from .rules import OrderContext
 from .rules import Quote
 from .rules import ROUNDINGS
 from .rules import RuleSet
-
-
-def _number(value: t.Any, what: str) -> Decimal:
-    if isinstance(value, bool | float):
-        raise ValueError(f"{what} must be a Decimal, int or str, not {value!r}.")
-    try:
-        number = Decimal(value)
-    except Exception:
-        raise ValueError(f"{what} must be a number, not {value!r}.") from None
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"{what} must be a finite number of at least 0, not {value!r}.")
-    return number
 
 
 def _when(value: t.Any, what: str) -> dt.datetime | None:
@@ -69,7 +58,7 @@ def _names(value: t.Any, what: str) -> frozenset[str]:
 def _multipliers(value: t.Any, key: str) -> dict[str, Decimal]:
     if not isinstance(value, t.Mapping):
         raise ValueError(f"{key} must be a mapping of names to multipliers, not {value!r}.")
-    return {str(k): _number(v, f"{key}[{k!r}]") for k, v in value.items()}
+    return {str(k): decimal_setting(v, f"{key}[{k!r}]") for k, v in value.items()}
 
 
 def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
@@ -107,7 +96,7 @@ def campaign_from(values: t.Mapping[str, t.Any]) -> Campaign:
         raise ValueError(f"Campaign {name!r}: stacking must be True or False, not {stacking!r}.")
     campaign = Campaign(
         name=name,
-        multiplier=_number(values.get("multiplier", 1), f"Campaign {name!r}: multiplier"),
+        multiplier=decimal_setting(values.get("multiplier", 1), f"Campaign {name!r}: multiplier"),
         bonus=bonus,
         starts_at=_when(values.get("starts_at"), f"Campaign {name!r}: starts_at"),
         ends_at=_when(values.get("ends_at"), f"Campaign {name!r}: ends_at"),
@@ -162,10 +151,10 @@ def configured_rules() -> RuleSet:
     except ValueError as error:
         raise ValueError(f"LOYALTY_CAMPAIGNS: {error}") from None
     return RuleSet(
-        rate=_number(config_value("EARN_RATE"), "LOYALTY_EARN_RATE"),
+        rate=decimal_setting(config_value("EARN_RATE"), "LOYALTY_EARN_RATE"),
         rounding=rounding,
         basis=basis,
-        minimum=None if minimum is None else _number(minimum, "LOYALTY_EARN_MINIMUM"),
+        minimum=None if minimum is None else decimal_setting(minimum, "LOYALTY_EARN_MINIMUM"),
         sku_multipliers=_multipliers(config_value("SKU_MULTIPLIERS"), "LOYALTY_SKU_MULTIPLIERS"),
         category_multipliers=_multipliers(
             config_value("CATEGORY_MULTIPLIERS"), "LOYALTY_CATEGORY_MULTIPLIERS"
@@ -195,10 +184,10 @@ def tier_multiplier(tier: str | None, member_id: int | None) -> Decimal:
     """The earning multiplier of ``tier``: the registered hook's, else ``LOYALTY_TIERS``'."""
     hook = current_loyalty.extension.tier_multiplier_hook
     if hook is not None:
-        return _number(hook(tier, member_id), "The tier multiplier")
+        return decimal_setting(hook(tier, member_id), "The tier multiplier")
     for level in config_value("TIERS"):
         if level["name"] == tier:
-            return _number(level.get("multiplier", 1), f"Tier {tier!r}: multiplier")
+            return decimal_setting(level.get("multiplier", 1), f"Tier {tier!r}: multiplier")
     return Decimal(1)
 
 

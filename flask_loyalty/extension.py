@@ -20,7 +20,7 @@ from .config import config_value
 from .models import build_models
 from .models import Models
 from .store import LoyaltyStore
-from .tiers import check_config as check_tiers
+from .tier_config import check_config as check_tiers
 from .transaction import install_sqlite_locking
 from .transaction import track_host_flushes
 
