@@ -168,6 +168,16 @@ def run_atomic(
             time.sleep(delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
 
 
+def _doomed(error: BaseException) -> bool:
+    """Whether ``error``, raised out of a savepoint, is a deadlock or serialization failure.
+
+    MySQL ends the whole transaction on a deadlock, so that rolling back to
+    the savepoint fails too ("SAVEPOINT ... does not exist"): the deadlock is
+    then that failure's context.
+    """
+    return is_retryable(error) or (error.__context__ is not None and is_retryable(error.__context__))
+
+
 def _run_joined(session: Session, work: t.Callable[[], T]) -> T:
     """Run ``work`` inside the host's transaction, then commit both together.
 
@@ -181,7 +191,7 @@ def _run_joined(session: Session, work: t.Callable[[], T]) -> T:
         with session.begin_nested():
             result = work()
     except BaseException as error:
-        if not is_retryable(error):
+        if not _doomed(error):
             raise
         session.rollback()
         raise ConcurrencyError(
@@ -207,9 +217,7 @@ def _run_in_commit(session: Session, work: t.Callable[[], T]) -> T:
         with session.begin_nested():
             return work()
     except BaseException as error:
-        # MySQL ends the whole transaction on a deadlock, so that rolling back to
-        # the savepoint fails too: the deadlock is then that failure's context.
-        if not (is_retryable(error) or (error.__context__ is not None and is_retryable(error.__context__))):
+        if not _doomed(error):
             raise
         raise ConcurrencyError(
             "The database reported a deadlock or serialization failure while the host's "
