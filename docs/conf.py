@@ -42,6 +42,7 @@ _logger = logging.getLogger(__name__)
 def _check_reference_pages(app: t.Any) -> None:
     """Warn (an error with ``-W``) when a config key, signal or command is undocumented."""
     from flask.cli import AppGroup
+
     from flask_loyalty import signals
     from flask_loyalty.cli import loyalty_cli
     from flask_loyalty.config import DEFAULTS

@@ -7,6 +7,7 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+
 from flask_loyalty import audit
 from flask_loyalty import jobs
 from flask_loyalty import members

@@ -19,6 +19,7 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+
 from flask_loyalty import audit
 from flask_loyalty import InsufficientPoints
 from flask_loyalty import InvalidState

@@ -8,6 +8,7 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
+
 from flask_loyalty import audit
 from flask_loyalty import InvalidRequest
 from flask_loyalty import jobs

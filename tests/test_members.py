@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
+
 from flask_loyalty import audit
 from flask_loyalty import InvalidRequest
 from flask_loyalty import MemberClosed
