@@ -1,0 +1,160 @@
+"""Accrual: one paid order becomes an order row, a lot, a ledger entry and a balance.
+
+*Ours* is what a shop using the extension's own ``Order`` model does when an
+order is paid: add the ``Order`` through its session, flush to get the id, and
+call :func:`flask_loyalty.points.earn` with the key ``order:<id>``; the earn
+joins the shop's transaction and commits both (one transaction, as a host's
+request would have it).
+
+*The floor* is raw DB-API code doing the same four writes and one commit:
+insert the order, update the member's cached balances (``RETURNING`` the
+balances the entry records), insert the lot, insert the entry.
+
+Metric: orders per second; target: ours >= 0.6 x the floor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import time
+
+from flask_loyalty import points
+
+from .harness import Bench
+from .harness import ENTRY_COLUMNS
+from .harness import log
+from .harness import median
+from .harness import Raw
+from .harness import Result
+from .harness import utcnow
+
+#: Target: ours >= TARGET x the floor's orders per second.
+TARGET = 0.6
+#: Members the orders are spread over.
+MEMBERS = 100
+#: Points per currency unit (the classic rule), on totals in minor units (cents).
+RATE = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How many orders per timed batch, and how many batches each side runs."""
+
+    orders: int
+    rounds: int
+
+
+def _order(n: int) -> tuple[str, int, int]:
+    """Reference, member id and total (minor units) of order number ``n``."""
+    return f"bench-{n}", n % MEMBERS + 1, 1000 + (n * 37) % 9000
+
+
+def _ours(bench: Bench, first: int, count: int) -> float:
+    """Pay ``count`` orders through the ORM and :func:`points.earn`; return orders/s."""
+    order_model = bench.models.Order
+    with bench.app.app_context():
+        session = bench.db.session
+        started = time.perf_counter()
+        for n in range(first, first + count):
+            reference, member_id, total = _order(n)
+            order = order_model(
+                reference=reference, member_id=member_id, currency="USD", total_minor=total, status="paid"
+            )
+            session.add(order)
+            session.flush()
+            points.earn(member_id, total * RATE // 100, key=f"order:{order.id}", reason="order paid")
+        elapsed = time.perf_counter() - started
+        session.remove()
+    return count / elapsed
+
+
+def _floor(bench: Bench, raw: Raw, first: int, count: int) -> float:
+    """Pay ``count`` orders with raw DB-API statements; return orders/s."""
+    insert_order = bench.insert(
+        "order",
+        "reference, member_id, currency, total_minor, status, created_at",
+        "VALUES (?, ?, ?, ?, ?, ?{defaults}) RETURNING id",
+    )
+    update_member = bench.sql(
+        "UPDATE {member} SET available = available + ?, lifetime_earned = lifetime_earned + ?"
+        " WHERE id = ? AND status = 'active' RETURNING available, pending, reserved"
+    )
+    insert_lot = bench.insert(
+        "lot",
+        "member_id, points, remaining, pending, expired, available_from, expires_at, created_at",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?{defaults}) RETURNING id",
+    )
+    insert_entry = bench.insert(
+        "entry",
+        ENTRY_COLUMNS + ", lot_id, reason, created_at",
+        "VALUES (?, 'earn', ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?{defaults})",
+    )
+    started = time.perf_counter()
+    for n in range(first, first + count):
+        reference, member_id, total = _order(n)
+        pts = total * RATE // 100
+        now = bench.ts(utcnow())
+        raw.begin()
+        order_id = raw.run(insert_order, (reference, member_id, "USD", total, "paid", now)).fetchone()[0]
+        available, pending, reserved = raw.run(update_member, (pts, pts, member_id)).fetchone()
+        lot_id = raw.run(insert_lot, (member_id, pts, pts, False, False, now, None, now)).fetchone()[0]
+        key = f"order:{order_id}"
+        digest = hashlib.sha256(f"earn:{key}:{pts}".encode()).hexdigest()
+        raw.run(
+            insert_entry,
+            (member_id, pts, pts, available, pending, reserved, key, digest, lot_id, "order paid", now),
+        )
+        raw.commit()
+    return count / (time.perf_counter() - started)
+
+
+def _check(bench: Bench, orders: int) -> bool:
+    """Every order has exactly one earn entry and the balances equal the ledger."""
+    entries = bench.scalar(bench.sql("SELECT COUNT(*) FROM {entry} WHERE kind = 'earn'"))
+    cached = bench.scalar(bench.sql("SELECT SUM(available) FROM {member}"))
+    ledger = bench.scalar(bench.sql("SELECT SUM(delta_available) FROM {entry}"))
+    lots = bench.scalar(bench.sql("SELECT SUM(remaining) FROM {lot}"))
+    return int(entries) == orders and int(cached) == int(ledger) == int(lots)
+
+
+def run(bench: Bench, sizes: Sizes) -> Result:
+    """Run the accrual workload on ``bench``, ours and the floor alternating."""
+    bench.reset_schema()
+    bench.load([bench.load_members(MEMBERS, 0, utcnow() - dt.timedelta(days=1))])
+    ours: list[float] = []
+    floor: list[float] = []
+    raw = bench.raw()
+    n = 0
+    try:
+        # A short warm-up of both sides (imports, statement caches, pools).
+        _ours(bench, n, 20)
+        _floor(bench, raw, n + 20, 20)
+        n += 40
+        for round_ in range(sizes.rounds):
+            for side in ("ours", "floor") if round_ % 2 == 0 else ("floor", "ours"):
+                if side == "ours":
+                    ours.append(_ours(bench, n, sizes.orders))
+                else:
+                    floor.append(_floor(bench, raw, n, sizes.orders))
+                n += sizes.orders
+            log(f"  accrual round {round_ + 1}: ours {ours[-1]:.0f}/s, floor {floor[-1]:.0f}/s")
+    finally:
+        raw.close()
+    return Result(
+        "accrual",
+        bench.engine,
+        median(ours),
+        median(floor),
+        TARGET,
+        higher_is_better=True,
+        conditions={"consistent": _check(bench, n)},
+        extra={
+            "unit": "orders/s",
+            "orders_per_round": sizes.orders,
+            "rounds": sizes.rounds,
+            "ours_rounds": [round(v, 1) for v in ours],
+            "floor_rounds": [round(v, 1) for v in floor],
+        },
+    )
