@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import typing as t
 
 import blinker
@@ -184,3 +185,28 @@ def ledger_sum(db: t.Any, member_id: int) -> int:
                 )
             ).scalar_one()
         )
+
+
+def run_together(app: Flask, calls: t.Sequence[t.Callable[[], t.Any]], timeout: float = 120) -> list[t.Any]:
+    """Run each call in its own thread and app context, all released at once.
+
+    :returns: per call, what it returned or the exception it raised.
+    """
+    barrier = threading.Barrier(len(calls))
+    outcomes: list[t.Any] = [None] * len(calls)
+
+    def worker(index: int, call: t.Callable[[], t.Any]) -> None:
+        with app.app_context():
+            try:
+                barrier.wait(timeout)
+                outcomes[index] = call()
+            except Exception as error:  # the caller asserts on it
+                outcomes[index] = error
+
+    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
+    return outcomes

@@ -30,6 +30,7 @@ from flask_loyalty import signals as loyalty_signals
 from flask_loyalty.posting import Posting
 
 from .conftest import ledger_sum
+from .conftest import run_together
 
 T = t.TypeVar("T")
 
@@ -62,31 +63,6 @@ def warm_pool(app: Flask, db: t.Any, size: int) -> None:
         connections = [db.engine.connect() for _ in range(size)]
         for connection in connections:
             connection.close()
-
-
-def run_together(app: Flask, calls: t.Sequence[t.Callable[[], t.Any]], timeout: float = 120) -> list[t.Any]:
-    """Run each call in its own thread and app context, all released at once.
-
-    :returns: per call, what it returned or the exception it raised.
-    """
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[t.Any] = [None] * len(calls)
-
-    def worker(index: int, call: t.Callable[[], t.Any]) -> None:
-        with app.app_context():
-            try:
-                barrier.wait(timeout)
-                outcomes[index] = call()
-            except Exception as error:  # the caller asserts on it
-                outcomes[index] = error
-
-    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout)
-    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
-    return outcomes
 
 
 def split(outcomes: t.Sequence[t.Any], *expected: type[Exception]) -> tuple[list[t.Any], list[Exception]]:

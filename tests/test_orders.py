@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
-import threading
 import types
 import typing as t
 from decimal import Decimal
@@ -44,6 +43,7 @@ from flask_loyalty.rules import LineContext
 from flask_loyalty.store import Balances
 
 from .conftest import ledger_sum
+from .conftest import run_together
 from .conftest import START
 
 # -- helpers ---------------------------------------------------------------------------
@@ -135,34 +135,6 @@ def bare_app() -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
     Loyalty(app, db=SQLAlchemy(app))
     return app
-
-
-def run_together(app: Flask, calls: t.Sequence[t.Callable[[], t.Any]]) -> list[t.Any]:
-    """Run each call in its own thread and app context, released together by a barrier.
-
-    :returns: per call, what it returned or the exception it raised.
-    """
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[t.Any] = [None] * len(calls)
-
-    def worker(index: int, call: t.Callable[[], t.Any]) -> None:
-        with app.app_context():
-            try:
-                barrier.wait(60)
-                outcomes[index] = call()
-            except Exception as error:  # asserted on by the caller
-                outcomes[index] = error
-
-    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
-    return outcomes
-
-
-# -- paid ---------------------------------------------------------------------------------
 
 
 def test_the_classic_order_earns_3000_points(app, db, member, signals):
