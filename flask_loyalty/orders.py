@@ -409,29 +409,22 @@ def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
         left = 0
         if row is not None:
             left = row.points - sum(ln.refunded_points for ln in op.store.order_lines(row.id))
+
+        def give_back(key: str, original: tuple[str, str], amount: int | None) -> None:
+            nonlocal op
+            op = op.then("reverse", key)
+            postings.append(reverse_within(op, original, amount, policy, refs))
+            op.notify(signals.points_reversed, member_id=member_id, entry=postings[-1], original=original)
+
         if left > 0:
-            op = op.then("reverse", f"cancel:{ref}")
-            postings.append(reverse_within(op, ("earn", f"order:{ref}"), left, policy, refs))
-            op.notify(
-                signals.points_reversed,
-                member_id=member_id,
-                entry=postings[-1],
-                original=("earn", f"order:{ref}"),
-            )
+            give_back(f"cancel:{ref}", ("earn", f"order:{ref}"), left)
         reservation = op.store.find_reservation(member_id, f"order:{ref}")
         if reservation is not None and reservation.status == "held":
             op = op.then("release", f"order:{ref}")
             postings.append(release_within(op, refs))
             op.notify(signals.points_released, member_id=member_id, entry=postings[-1])
         elif reservation is not None and reservation.status == "captured":
-            op = op.then("reverse", f"cancel:{ref}:points")
-            postings.append(reverse_within(op, ("capture", f"order:{ref}"), None, policy, refs))
-            op.notify(
-                signals.points_reversed,
-                member_id=member_id,
-                entry=postings[-1],
-                original=("capture", f"order:{ref}"),
-            )
+            give_back(f"cancel:{ref}:points", ("capture", f"order:{ref}"), None)
         if row is None:
             op.store.save_order(None, {
                 "member_id": member_id, "reference": ref, "currency": data.currency.upper(),

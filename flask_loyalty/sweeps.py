@@ -121,8 +121,46 @@ def _chunk_totals(store: LoyaltyStore, in_chunk: sa.ColumnElement[bool]) -> t.An
     )
 
 
-def _insert_entries(store: LoyaltyStore, select: sa.Select[t.Any]) -> int:
-    e = store.entry
+def _insert_entries(
+    store: LoyaltyStore,
+    kind: str,
+    moves: tuple[int, int],
+    in_chunk: sa.ColumnElement[bool],
+    now: dt.datetime,
+    actor: str | None,
+    reason: str,
+) -> int:
+    """Append one ``kind`` entry per lot of the chunk with one ``INSERT ... SELECT``.
+
+    :param moves: the signs with which each lot's remaining points move the
+        available and the pending balances (``(-1, 0)`` to expire, ``(1, -1)``
+        to activate); the balances after each entry come from a running sum.
+    """
+    lot, m, e = store.lot, store.member, store.entry
+    to_available, to_pending = moves
+    running = _running(store)
+    select = (
+        sa.select(
+            lot.c.member_id,
+            sa.literal(kind),
+            lot.c.remaining * to_available,
+            lot.c.remaining * to_available,
+            lot.c.remaining * to_pending,
+            sa.literal(0),
+            m.c.available + running * to_available,
+            m.c.pending + running * to_pending,
+            m.c.reserved,
+            _lot_key(store),
+            sa.literal(""),
+            lot.c.id,
+            sa.literal(0),
+            sa.literal(actor, sa.String),
+            sa.literal(reason),
+            sa.literal(now, sa.DateTime),
+        )
+        .join(m, m.c.id == lot.c.member_id)
+        .where(in_chunk)
+    )
     columns = [
         "member_id", "kind", "points", "delta_available", "delta_pending", "delta_reserved",
         "available_after", "pending_after", "reserved_after", "source_key", "params_hash",
@@ -140,29 +178,7 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
     """
     lot, m = store.lot, store.member
     in_chunk = sa.and_(lot.c.id.in_(lot_ids), _due_expiry(store, now))
-    written = _insert_entries(
-        store,
-        sa.select(
-            lot.c.member_id,
-            sa.literal("expire"),
-            -lot.c.remaining,
-            -lot.c.remaining,
-            sa.literal(0),
-            sa.literal(0),
-            m.c.available - _running(store),
-            m.c.pending,
-            m.c.reserved,
-            _lot_key(store),
-            sa.literal(""),
-            lot.c.id,
-            sa.literal(0),
-            sa.literal(actor, sa.String),
-            sa.literal(EXPIRE_REASON),
-            sa.literal(now, sa.DateTime),
-        )
-        .join(m, m.c.id == lot.c.member_id)
-        .where(in_chunk),
-    )
+    written = _insert_entries(store, "expire", (-1, 0), in_chunk, now, actor, EXPIRE_REASON)
     if not written:
         return 0
     expiring = _chunk_totals(store, in_chunk)
@@ -188,30 +204,7 @@ def activate_lots(
     lot, m, e = store.lot, store.member, store.entry
     due = lot.c.pending.is_(True) if early else _due_activation(store, now)
     in_chunk = sa.and_(lot.c.id.in_(lot_ids), due)
-    running = _running(store)
-    written = _insert_entries(
-        store,
-        sa.select(
-            lot.c.member_id,
-            sa.literal("activate"),
-            lot.c.remaining,
-            lot.c.remaining,
-            -lot.c.remaining,
-            sa.literal(0),
-            m.c.available + running,
-            m.c.pending - running,
-            m.c.reserved,
-            _lot_key(store),
-            sa.literal(""),
-            lot.c.id,
-            sa.literal(0),
-            sa.literal(actor, sa.String),
-            sa.literal(ACTIVATE_REASON),
-            sa.literal(now, sa.DateTime),
-        )
-        .join(m, m.c.id == lot.c.member_id)
-        .where(in_chunk),
-    )
+    written = _insert_entries(store, "activate", (1, -1), in_chunk, now, actor, ACTIVATE_REASON)
     if not written:
         return 0
     activating = _chunk_totals(store, in_chunk)
