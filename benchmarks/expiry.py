@@ -135,12 +135,13 @@ def _floor(raw: Raw, bench: Bench) -> float:
 
 
 def _floor_chunked(raw: Raw, bench: Bench, size: int) -> float:
-    """The floor's statements chunk by chunk, as the job runs them; return seconds.
+    """The floor's statements chunk by chunk in lot-id order; return seconds.
 
     Each chunk is a transaction: select up to ``size`` due lots after the
-    previous chunk, lock their members in id order, then the three statements
-    restricted to those lots. The difference to :func:`_floor` is the cost of
-    chunking itself; the difference to ours, the extension's own overhead.
+    previous chunk in id order, lock their members in id order, then the three
+    statements restricted to those lots. That is how the job chunked before it
+    took the lots member by member: the difference to :func:`_floor` is the
+    cost of chunking in that order.
     """
     select = bench.sql(
         "SELECT id, member_id FROM {lot} WHERE remaining > 0 AND pending = false AND expired = false"

@@ -21,8 +21,11 @@ from .posting import to_utc
 from .proxies import current_loyalty
 from .signals import send
 from .sweeps import activate_lots
+from .sweeps import chunk_of
 from .sweeps import due_lots
 from .sweeps import expire_lots
+from .sweeps import keyset
+from .sweeps import Span
 
 #: Called after each chunk with the number of entries written so far.
 Progress = t.Callable[[int], None]
@@ -49,14 +52,16 @@ def _sweep(
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
     total = 0
-    last = 0
+    last: tuple[t.Any, ...] | None = None
 
-    def work() -> tuple[int, list[int], int]:
+    def work() -> tuple[int, list[int], tuple[t.Any, ...] | None]:
         rows = due_lots(store, what, when, size, after=last)
+        if not rows:
+            return 0, [], None
         member_ids = sorted({row.member_id for row in rows})
         store.lock_members(member_ids)
-        written = sweep(store, [row.id for row in rows], when, actor) if rows else 0
-        return written, member_ids, max((row.id for row in rows), default=0)
+        end = keyset(store, what, rows[-1].id)
+        return sweep(store, chunk_of(store, rows, Span(what, last, end)), when, actor), member_ids, end
 
     while True:
         # Each chunk starts after the previous one's last lot (keyset paging),
@@ -69,7 +74,7 @@ def _sweep(
             send(signal, member_ids=member_ids, count=written)
             if progress is not None:
                 progress(total)
-        if not last:
+        if last is None:
             return total
 
 

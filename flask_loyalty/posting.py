@@ -19,14 +19,16 @@ from . import signals
 from .errors import IdempotencyConflict
 from .errors import InsufficientPoints
 from .errors import InvalidRequest
+from .errors import LoyaltyError
 from .proxies import current_loyalty
 from .signals import send
 from .store import Balances
 from .store import LoyaltyStore
+from .store import SpendableLot
 from .sweeps import activate_lots
 from .sweeps import due_lots
 from .sweeps import expire_lots
-from .sweeps import member_has_due_lots
+from .transaction import checks_passed
 
 #: A planned change of one lot: ``(lot id, change of remaining, points allocated)``.
 #: A debit takes ``(lot, -n, n)``; a return gives ``(lot, n, -n)``.
@@ -153,7 +155,11 @@ def net_credit(available: int, points: int) -> int:
 
 @dataclasses.dataclass
 class Operation:
-    """One ledger operation inside its write transaction (internal)."""
+    """One ledger operation inside its write transaction (internal).
+
+    The member's row is locked when the operation first needs its balances
+    (:attr:`balances`), or by the write of a credit, whichever comes first.
+    """
 
     store: LoyaltyStore
     member_id: int
@@ -161,10 +167,29 @@ class Operation:
     key: str
     digest: str
     now: dt.datetime
-    balances: Balances = dataclasses.field(init=False)
     #: Signals to send after commit besides the operation's own:
     #: ``(signal, keyword payload, whether it goes after the operation's)``.
     events: list[tuple[t.Any, dict[str, t.Any], bool]] = dataclasses.field(init=False, default_factory=list)
+    _balances: Balances | None = dataclasses.field(init=False, default=None, repr=False)
+    #: Whether the key was looked up before the member was locked (see :meth:`begin`).
+    _unseen_key: bool = dataclasses.field(init=False, default=False, repr=False)
+    #: The live lots :meth:`settle` read, with the write count they are current at.
+    _lots: tuple[int, list[SpendableLot]] | None = dataclasses.field(init=False, default=None, repr=False)
+
+    @property
+    def balances(self) -> Balances:
+        """The member's balances in this transaction; the first read locks the member's row.
+
+        :raises MemberNotFound: if there is no such member.
+        :raises MemberClosed: if the member is closed.
+        """
+        if self._balances is None:
+            self._balances = self.store.lock_member(self.member_id)
+        return self._balances
+
+    @balances.setter
+    def balances(self, value: Balances) -> None:
+        self._balances = value
 
     def then(self, kind: str, key: str, digest: str = "") -> Operation:
         """A follow-on operation in the same transaction, with another kind and key.
@@ -175,19 +200,37 @@ class Operation:
         follower = Operation(self.store, self.member_id, kind, check_key(key), digest, self.now)
         follower.balances = self.balances
         follower.events = self.events
+        self._lots = None
         return follower
 
     def notify(self, signal: t.Any, *, after: bool = False, **payload: t.Any) -> None:
         """Send ``signal`` with ``payload`` once the operation has committed."""
         self.events.append((signal, payload, after))
 
-    def begin(self) -> Posting | None:
-        """Lock the member; return the earlier posting if the key was used before.
+    def begin(self, *, lock: bool = True) -> Posting | None:
+        """Look the key up and lock the member; return the earlier posting if the key was used before.
 
+        On PostgreSQL and SQLite the key is looked up before the member is
+        locked, so a repeated call neither waits for nor takes the lock, and
+        the lock is held for one statement less; the unique key catches a
+        concurrent entry with the same key, and the operation is then replayed
+        (see :meth:`LoyaltyStore.insert_entry`). Elsewhere the member is
+        locked first and the key read under the lock.
+
+        :param lock: lock the member now. A credit passes ``False``: its
+            write locks the member (:meth:`credit`), and the member is locked
+            before any other row either way.
         :raises IdempotencyConflict: if the key was used with other parameters.
         """
-        self.balances = self.store.lock_member(self.member_id)
-        prior = self.store.find_entry(self.member_id, self.kind, self.key)
+        store = self.store
+        if store.returning:
+            prior = store.seek_entry(self.member_id, self.kind, self.key)
+            self._unseen_key = prior is None
+            if lock or prior is not None:
+                self.balances  # noqa: B018 - takes the lock; a closed member's replay is refused
+        else:
+            self.balances = store.lock_member(self.member_id)
+            prior = store.find_entry(self.member_id, self.kind, self.key)
         if prior is None or not prior.params_hash:
             # No entry, or one written as a side effect of another operation
             # (the release after a partial capture): the operation decides.
@@ -199,10 +242,25 @@ class Operation:
             )
         return Posting.from_row(prior, replayed=True)
 
+    def checks_passed(self) -> None:
+        """Declare that the operation has made all its checks: what is left only writes.
+
+        Inside a host's transaction, the writes then need no savepoint of
+        their own (see :func:`flask_loyalty.transaction.checks_passed`).
+        """
+        checks_passed(self.store.session)
+
     def settle(self) -> None:
-        """Make the member's due pending lots available and expire due lots."""
+        """Make the member's due pending lots available and expire due lots.
+
+        Locks the member first. The member's lots are read once: when none
+        is due, :meth:`take` uses what was read.
+        """
         store, mid = self.store, self.member_id
-        if not member_has_due_lots(store, mid, self.now):
+        self.balances  # noqa: B018 - the lock comes first
+        live, due = store.member_lots(mid, self.now)
+        if not due:
+            self._lots = (store.write_count(), live)
             return
         for what, sweep, signal in (
             ("activate", activate_lots, signals.points_activated),
@@ -235,7 +293,7 @@ class Operation:
             )
         changes: list[LotChange] = []
         left = points
-        for lot in self.store.spendable_lots(self.member_id, self.now) if points else ():
+        for lot in self._live_lots() if points else ():
             if left == 0:
                 break
             if lot.id == exclude:
@@ -244,6 +302,65 @@ class Operation:
             changes.append((lot.id, -used, used))
             left -= used
         return changes, left
+
+    def _live_lots(self) -> list[SpendableLot]:
+        """The member's live lots: as :meth:`settle` read them if nothing was written since."""
+        cached, self._lots = self._lots, None
+        if cached is not None and cached[0] == self.store.write_count():
+            return cached[1]
+        return self.store.spendable_lots(self.member_id, self.now)
+
+    def _move(self, available: int, pending: int, reserved: int, lifetime: int) -> Balances:
+        """Move the member's cached balances by the deltas and return them.
+
+        If the member is not locked yet (a credit), one statement locks its
+        row and moves them (:meth:`LoyaltyStore.add_balances`).
+        """
+        if self._balances is None:
+            after = self.store.add_balances(self.member_id, available, pending, reserved, lifetime)
+        else:
+            after = self._balances.after(available, pending, reserved, lifetime)
+            self.store.set_balances(self.member_id, after)
+        self._balances = after
+        return after
+
+    def credit(
+        self,
+        points: int,
+        *,
+        pending: bool,
+        lifetime: int,
+        expires_at: dt.datetime | None,
+        available_from: dt.datetime,
+        **refs: t.Any,
+    ) -> Posting:
+        """Credit ``points`` in a new lot and post them (netting a negative balance).
+
+        The body of :func:`flask_loyalty.points.credit`. A credit cannot
+        overdraw, so it needs no balance read before it: unless the member is
+        locked already, one ``UPDATE ... RETURNING`` locks it and moves its
+        balances, then the lot and the entry are inserted.
+
+        :param pending: whether the points wait until ``available_from``.
+        :param lifetime: the change of the member's ``lifetime_earned``.
+        :param refs: as for :meth:`write`.
+        """
+        delta = (0, points) if pending else (points, 0)
+        after = self._move(delta[0], delta[1], 0, lifetime)
+        remaining = points if pending else net_credit(after.available - points, points)
+        lot_id = self.store.insert_lot(
+            {
+                "member_id": self.member_id,
+                "points": points,
+                "remaining": remaining,
+                "pending": pending,
+                "expired": False,
+                "available_from": available_from,
+                "expires_at": expires_at,
+                "created_at": self.now,
+            }
+        )
+        return self._append(points, self.kind, after, (delta[0], delta[1], 0), (), {"lot_id": lot_id, **refs})
 
     def write(
         self,
@@ -263,8 +380,22 @@ class Operation:
         :param refs: ``lot_id``, ``reservation_id``, ``reverses_id``, ``shortfall``, ``actor``
             and ``reason``.
         """
-        after = self.balances.after(available, pending, reserved, lifetime)
-        kind = kind or self.kind
+        after = self._move(available, pending, reserved, lifetime)
+        return self._append(
+            points, kind or self.kind, after, (available, pending, reserved), lot_changes, refs
+        )
+
+    def _append(
+        self,
+        points: int,
+        kind: str,
+        after: Balances,
+        deltas: tuple[int, int, int],
+        lot_changes: t.Sequence[LotChange],
+        refs: dict[str, t.Any],
+    ) -> Posting:
+        """Insert the entry of a write whose balances have moved, and apply its lot changes."""
+        available, pending, reserved = deltas
         values = {
             "member_id": self.member_id,
             "kind": kind,
@@ -286,10 +417,10 @@ class Operation:
             "reason": None,
             **refs,
         }
-        entry_id = self.store.insert_entry(values)
+        unseen = self._unseen_key and kind == self.kind
+        self._unseen_key = self._unseen_key and not unseen
+        entry_id = self.store.insert_entry(values, unseen=unseen)
         self.store.change_lots(entry_id, lot_changes)
-        self.store.set_balances(self.member_id, after)
-        self.balances = after
         return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
 
 
@@ -300,6 +431,8 @@ def run_operation(
     params: dict[str, t.Any],
     apply: t.Callable[[Operation], Posting],
     signal: t.Any,
+    *,
+    lock: bool = True,
     **signal_kwargs: t.Any,
 ) -> Posting:
     """Run ``apply`` as one exactly-once ledger operation and send ``signal``.
@@ -308,6 +441,7 @@ def run_operation(
     :param params: the parameters that must match when ``key`` is repeated.
     :param apply: writes the operation's entries; may run more than once.
     :param signal: sent after commit, unless the call was a replay.
+    :param lock: lock the member before ``apply`` (see :meth:`Operation.begin`).
     """
     state = current_loyalty
     member_id = member_id_of(member)
@@ -316,7 +450,14 @@ def run_operation(
 
     def work() -> tuple[Posting, list[tuple[t.Any, dict[str, t.Any], bool]]]:
         op = Operation(state.store, member_id, kind, key, op_digest, state.now())
-        return op.begin() or apply(op), op.events
+        try:
+            return op.begin(lock=lock) or apply(op), op.events
+        except LoyaltyError:
+            if op._balances is None:
+                # Refused before the member was locked: the member's own
+                # errors (unknown, closed) come first, as when it is locked first.
+                op.balances  # noqa: B018
+            raise
 
     posting, events = state.store.atomic(work)
     if not posting.replayed:

@@ -16,6 +16,7 @@ PostgreSQL, and MariaDB 10.2+/MySQL 8.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import typing as t
 
@@ -46,53 +47,106 @@ def _due_activation(
     return sa.and_(lot.c.pending.is_(True), lot.c.available_from <= now)
 
 
+def keyset(store: LoyaltyStore, what: str, lot_id: int) -> tuple[t.Any, ...]:
+    """The position of the lot ``lot_id`` in the order of :func:`due_lots` (``after`` of the next chunk)."""
+    if what != "expire":
+        return (lot_id,)
+    lot = store.lot
+    row = store.execute(sa.select(lot.c.member_id, lot.c.expires_at).where(lot.c.id == lot_id)).one()
+    return (row.member_id, row.expires_at, lot_id)
+
+
+def _order(store: LoyaltyStore, what: str) -> tuple[sa.ColumnElement[t.Any], ...]:
+    lot = store.lot
+    return (lot.c.member_id, lot.c.expires_at, lot.c.id) if what == "expire" else (lot.c.id,)
+
+
+def _compare(
+    columns: t.Sequence[sa.ColumnElement[t.Any]], values: t.Sequence[t.Any], upto: bool, dialect: str
+) -> t.Any:
+    """``columns > values``, or ``columns <= values`` if ``upto``, in the order of the columns."""
+    bound = [
+        sa.bindparam(None, value, type_=column.type) for column, value in zip(columns, values, strict=True)
+    ]
+    if dialect not in ("mysql", "mariadb"):
+        return sa.tuple_(*columns) <= sa.tuple_(*bound) if upto else sa.tuple_(*columns) > sa.tuple_(*bound)
+    # Spelled out: MariaDB's range optimizer does not use row comparisons.
+    condition = columns[-1] <= bound[-1] if upto else columns[-1] > bound[-1]
+    for column, value in zip(columns[-2::-1], bound[-2::-1], strict=True):
+        condition = sa.or_(column < value if upto else column > value, sa.and_(column == value, condition))
+    return condition
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """The lots due for ``what`` from just after ``after`` up to ``last``, in :func:`due_lots` order.
+
+    ``after`` and ``last`` are :func:`keyset` positions; ``after`` is
+    ``None`` for the first chunk.
+    """
+
+    what: str
+    after: tuple[t.Any, ...] | None
+    last: tuple[t.Any, ...]
+
+
+#: Lots to sweep: their ids, or a :class:`Span`.
+Lots: t.TypeAlias = "list[int] | Span"
+
+
+def chunk_of(store: LoyaltyStore, rows: t.Sequence[t.Any], span: Span) -> Lots:
+    """How a sweep's statements should name the lots ``rows`` of :func:`due_lots`.
+
+    On SQLite, where one transaction writes at a time, the chunk's lots are
+    exactly the due lots of its :class:`Span`, read in the same transaction:
+    the statements select them by that range, instead of binding every id in
+    each of them. Elsewhere a concurrent transaction may make more lots of
+    the range due (lots of members this chunk has not locked): their ids.
+    """
+    return span if store.dialect == "sqlite" else [row.id for row in rows]
+
+
+def _among(store: LoyaltyStore, lots: Lots) -> sa.ColumnElement[bool]:
+    """The condition on the lots table that selects ``lots``."""
+    if not isinstance(lots, Span):
+        return store.among(store.lot.c.id, lots)
+    order = _order(store, lots.what)
+    upto = _compare(order, lots.last, True, store.dialect)
+    return upto if lots.after is None else sa.and_(_compare(order, lots.after, False, store.dialect), upto)
+
+
 def due_lots(
     store: LoyaltyStore,
     what: str,
     now: dt.datetime,
     limit: int,
     member_id: int | None = None,
-    after: int = 0,
+    after: tuple[t.Any, ...] | None = None,
 ) -> list[t.Any]:
-    """Up to ``limit`` ``(id, member_id)`` rows of lots due for ``what``, in id order.
+    """Up to ``limit`` ``(id, member_id)`` rows of lots due for ``what``.
+
+    Lots due to expire come in ``(member_id, expires_at, id)`` order, the
+    order of the index on the member and the expiry: a chunk of them holds
+    the lots of a few members, so that a sweep locks and updates each member
+    once for all its lots rather than once per chunk. Lots due to become
+    available come in id order (a pending lot may have no expiry).
 
     :param what: ``"expire"`` or ``"activate"``.
     :param member_id: restrict to one member's lots.
-    :param after: only lots with a greater id. A job passes the last id of
-        its previous chunk, so each chunk's scan starts where the previous one
-        stopped instead of re-reading every lot before it.
+    :param after: only lots after this position (:func:`keyset` of the last
+        row of the previous chunk). A job passes it, so each chunk's scan
+        starts where the previous one stopped instead of re-reading every lot
+        before it.
     """
     lot = store.lot
     due = _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
+    order = _order(store, what)
     query = sa.select(lot.c.id, lot.c.member_id).where(due)
     if member_id is not None:
         query = store.fresh(query.where(lot.c.member_id == member_id))
-    if after:
-        query = query.where(lot.c.id > after)
-    return list(store.execute(query.order_by(lot.c.id).limit(limit)).all())
-
-
-def member_has_due_lots(store: LoyaltyStore, member_id: int, now: dt.datetime) -> bool:
-    """Whether the member has lots to expire or to make available.
-
-    Every debit asks this first, so the statement is built once per store.
-    """
-
-    def build() -> sa.Select[t.Any]:
-        lot = store.lot
-        at = sa.bindparam("b_now", type_=lot.c.expires_at.type)
-        query = (
-            sa.select(lot.c.id)
-            .where(
-                lot.c.member_id == sa.bindparam("b_member"),
-                sa.or_(_due_expiry(store, at), _due_activation(store, at)),
-            )
-            .limit(1)
-        )
-        return store.fresh(query)
-
-    query = store.prepared("member_has_due_lots", build)
-    return store.execute(query, {"b_member": member_id, "b_now": now}).first() is not None
+    if after is not None:
+        query = query.where(_compare(order, after, False, store.dialect))
+    return list(store.execute(query.order_by(*order).limit(limit)).all())
 
 
 def _lot_key(store: LoyaltyStore) -> sa.ColumnElement[str]:
@@ -171,13 +225,15 @@ def _insert_entries(
     return int(result.rowcount or 0)
 
 
-def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None) -> int:
+def expire_lots(store: LoyaltyStore, lot_ids: Lots, now: dt.datetime, actor: str | None) -> int:
     """Expire the remainder of each due lot in ``lot_ids``; return the entries written.
 
     The caller has locked the lots' members.
+
+    :param lot_ids: the lots' ids, or a :class:`Span` of them (see :func:`chunk_of`).
     """
     lot, m = store.lot, store.member
-    in_chunk = sa.and_(lot.c.id.in_(lot_ids), _due_expiry(store, now))
+    in_chunk = sa.and_(_among(store, lot_ids), _due_expiry(store, now))
     written = _insert_entries(store, "expire", (-1, 0), in_chunk, now, actor, EXPIRE_REASON)
     if not written:
         return 0
@@ -190,7 +246,7 @@ def expire_lots(store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor
 
 
 def activate_lots(
-    store: LoyaltyStore, lot_ids: list[int], now: dt.datetime, actor: str | None, *, early: bool = False
+    store: LoyaltyStore, lot_ids: Lots, now: dt.datetime, actor: str | None, *, early: bool = False
 ) -> int:
     """Make each due pending lot in ``lot_ids`` available; return the entries written.
 
@@ -198,12 +254,13 @@ def activate_lots(
     ``allow_negative``) pays that debt first: the lot keeps only what is left
     after it. The caller has locked the lots' members.
 
+    :param lot_ids: the lots' ids, or a :class:`Span` of them (see :func:`chunk_of`).
     :param early: make the lots available even before their ``available_from``
         (an order completed within its return window).
     """
     lot, m, e = store.lot, store.member, store.entry
     due = lot.c.pending.is_(True) if early else _due_activation(store, now)
-    in_chunk = sa.and_(lot.c.id.in_(lot_ids), due)
+    in_chunk = sa.and_(_among(store, lot_ids), due)
     written = _insert_entries(store, "activate", (1, -1), in_chunk, now, actor, ACTIVATE_REASON)
     if not written:
         return 0

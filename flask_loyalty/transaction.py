@@ -7,10 +7,14 @@ a serialization failure or a busy lock, up to ``LOYALTY_LOCK_RETRIES`` times.
 
 If the host has already written in the session's current transaction
 (pending or flushed changes), the operation joins that transaction so that the
-host's writes and the loyalty writes commit together. The operation runs in a
-savepoint there: if it fails, only its own writes are undone. It cannot be
-replayed, so a retryable failure rolls the whole transaction back and raises
-:class:`~flask_loyalty.errors.ConcurrencyError`.
+host's writes and the loyalty writes commit together. The operation's writes
+run in a savepoint there, opened just before its first write (an operation
+that fails before it writes has nothing to undo): if it fails, only its own
+writes are undone. An operation that has made all its checks before it writes
+(:func:`checks_passed`, e.g. an earn) needs no savepoint: a database error
+during its writes rolls the whole transaction back. An operation inside the
+host's transaction cannot be replayed, so a retryable failure rolls the whole
+transaction back and raises :class:`~flask_loyalty.errors.ConcurrencyError`.
 
 Inside the host's commit (lifecycle hooks that :mod:`flask_loyalty.autohooks`
 runs while the host's session commits, flagged by :data:`IN_HOST_COMMIT` in
@@ -35,11 +39,16 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .errors import ConcurrencyError
+from .errors import LoyaltyError
 
 T = t.TypeVar("T")
 
 _WRITE_OPTION = "loyalty_write"
 _FLUSHED = "loyalty_host_flushed"
+#: ``session.info`` keys: the operation running inside a host's transaction,
+#: and the number of writes made through the store.
+_JOINED = "loyalty_joined"
+_WRITES = "loyalty_writes"
 #: The ``session.info`` flag that is set while the session runs lifecycle hooks
 #: inside its own commit (see :mod:`flask_loyalty.autohooks`); :func:`run_atomic`
 #: then neither begins nor commits a transaction.
@@ -49,6 +58,70 @@ _SQLITE_RETRY_STATES = ("database is locked", "database table is locked", "busy"
 _PG_RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
 #: MySQL/MariaDB errors: lock wait timeout, deadlock, record changed since last read.
 _MYSQL_RETRY_CODES = frozenset({1205, 1213, 1020})
+
+
+class KeyTaken(Exception):
+    """A concurrent transaction committed an entry with the operation's source key.
+
+    Raised by an insert that found the key taken after the operation had
+    looked it up and found it free (see
+    :meth:`~flask_loyalty.store.LoyaltyStore.insert_entry`). It is retryable:
+    the replayed operation finds the other transaction's entry and returns it.
+    """
+
+
+class _Joined:
+    """An operation running inside the host's transaction: when to open its savepoint."""
+
+    __slots__ = ("session", "savepoint", "unguarded", "checked")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.savepoint: t.Any = None
+        #: Whether the operation wrote outside a savepoint.
+        self.unguarded = False
+        #: Whether the operation declared its checks passed.
+        self.checked = False
+
+    def writing(self) -> None:
+        if self.savepoint is None and not self.unguarded:
+            if self.checked:
+                self.unguarded = True
+            else:
+                self.savepoint = self.session.begin_nested()
+
+
+def note_write(session: Session) -> None:
+    """Note that the store is about to write with ``session``.
+
+    Counts the write (see :func:`write_count`); inside a host's transaction,
+    the operation's first write opens its savepoint.
+    """
+    info = session.info
+    info[_WRITES] = info.get(_WRITES, 0) + 1
+    joined = info.get(_JOINED)
+    if joined is not None:
+        joined.writing()
+
+
+def write_count(session: Session) -> int:
+    """How many writes the store has made with ``session`` (a read is current while it is unchanged)."""
+    return int(session.info.get(_WRITES, 0))
+
+
+def checks_passed(session: Session) -> None:
+    """Declare that the running operation has made all its checks.
+
+    What is left of it only writes, and fails only if the database fails,
+    or refuses (a :class:`~flask_loyalty.errors.LoyaltyError`) only with a
+    statement that wrote nothing, such as a credit's update of a member that
+    turns out to be closed. Inside a host's transaction its writes then need
+    no savepoint: if they fail, the whole transaction is rolled back.
+    Elsewhere this does nothing.
+    """
+    joined = session.info.get(_JOINED)
+    if joined is not None:
+        joined.checked = True
 
 
 def install_sqlite_locking(engine: sa.engine.Engine) -> None:
@@ -97,7 +170,9 @@ def track_host_flushes(session_class: t.Any) -> None:
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Whether ``error`` is a deadlock, serialization failure or busy lock."""
+    """Whether ``error`` is a deadlock, serialization failure, busy lock or :class:`KeyTaken`."""
+    if isinstance(error, KeyTaken):
+        return True
     if not isinstance(error, sa_exc.DBAPIError):
         return False
     orig = error.orig
@@ -181,23 +256,45 @@ def _doomed(error: BaseException) -> bool:
 def _run_joined(session: Session, work: t.Callable[[], T]) -> T:
     """Run ``work`` inside the host's transaction, then commit both together.
 
-    The operation runs in a savepoint: when it fails (insufficient points, a
-    conflict), only its own writes are undone and the host's stay pending in
-    the host's transaction. A deadlock or serialization failure dooms the
-    whole transaction, which cannot be replayed from here: it is rolled back
-    and :class:`~flask_loyalty.errors.ConcurrencyError` raised.
+    The operation's writes run in a savepoint, opened at its first write:
+    when it fails (insufficient points, a conflict), only its own writes are
+    undone and the host's stay pending in the host's transaction. A deadlock
+    or serialization failure dooms the whole transaction, which cannot be
+    replayed from here: it is rolled back and
+    :class:`~flask_loyalty.errors.ConcurrencyError` raised. So is any failure
+    that leaves writes of the operation that no savepoint covers (after
+    :func:`checks_passed`), or a database error that may have aborted the
+    transaction (PostgreSQL) with no savepoint to return to; the error is
+    then re-raised as it is.
     """
+    if session.new or session.dirty or session.deleted:
+        # The host's pending writes go first, as they would before a savepoint.
+        session.flush()
+    outer = session.info.get(_JOINED)
+    joined = session.info[_JOINED] = _Joined(session)
     try:
-        with session.begin_nested():
-            result = work()
+        result = work()
+        if joined.savepoint is not None:
+            joined.savepoint.commit()
     except BaseException as error:
-        if not _doomed(error):
-            raise
-        session.rollback()
-        raise ConcurrencyError(
-            "The database reported a deadlock or serialization failure inside the host's "
-            "transaction; it was rolled back and nothing was written."
-        ) from error
+        if _doomed(error):
+            session.rollback()
+            raise ConcurrencyError(
+                "The database reported a deadlock or serialization failure inside the host's "
+                "transaction; it was rolled back and nothing was written."
+            ) from error
+        if (joined.unguarded and not isinstance(error, LoyaltyError)) or (
+            joined.savepoint is None and isinstance(error, sa_exc.DBAPIError)
+        ):
+            session.rollback()
+        elif joined.savepoint is not None and joined.savepoint.is_active:
+            joined.savepoint.rollback()
+        raise
+    finally:
+        if outer is None:
+            session.info.pop(_JOINED, None)
+        else:
+            session.info[_JOINED] = outer
     session.commit()
     return result
 

@@ -110,6 +110,35 @@ def test_expiry_of_several_lots_of_one_member_keeps_running_balances(db, member,
     assert audit.verify() == []
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 4, 100])
+def test_expiry_chunks_follow_the_members(db, app_ctx, clock, signals, chunk_size):
+    """Chunks hold the due lots of a few members (member by member, soonest expiry
+    first), however the lots were interleaved when they were earned; a member
+    whose lots fall in two chunks keeps exact running balances."""
+    people = [members.enroll(name=f"m{i}", email=f"m{i}@example.com") for i in range(3)]
+    for n in range(3):
+        for i, person in enumerate(people):
+            # Expiries tie within a member for n = 1, 2: the lot id breaks the tie.
+            expires = clock() + (1 if n == 0 else 2) * DAY
+            points.earn(person, 10 * (i + 1) + n, key=f"o{n}", expires_at=expires)
+    points.earn(people[1], 5, key="later", expires_at=clock() + 30 * DAY)
+    clock.advance(days=2)
+    signals.sent.clear()
+    assert jobs.expire_points(chunk_size=chunk_size) == 9
+    ids = [p.id for p in people]
+    chunks = {
+        1: [[0], [0], [0], [1], [1], [1], [2], [2], [2]],
+        2: [[0], [0, 1], [1], [2], [2]],
+        4: [[0, 1], [1, 2], [2]],
+        100: [[0, 1, 2]],
+    }[chunk_size]
+    assert [s["member_ids"] for s in signals.of("points-expired")] == [[ids[i] for i in c] for c in chunks]
+    assert [(p, after) for p, after, _, _ in expire_entries(db, ids[1])] == [(-20, 48), (-21, 27), (-22, 5)]
+    assert [members.balances(p).available for p in people] == [0, 5, 0]
+    assert jobs.expire_points(chunk_size=chunk_size) == 0
+    assert audit.verify() == []
+
+
 def test_expiry_skips_spent_and_reserved_points(db, member, clock):
     points.earn(member, 100, key="a", expires_at=clock() + 5 * DAY)
     points.earn(member, 100, key="b", expires_at=clock() + 5 * DAY)

@@ -758,6 +758,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self._step()
         self._earn(member, amount, start, end if end is None or start <= 0 else start + end)
 
+    @rule(member=MEMBER, amount=st.integers(1, 300), wait=st.sampled_from([6, 24]))
+    def earn_pending_until_cron(self, member: int, amount: int, wait: int) -> None:
+        """Earn pending points, then let the clock reach them with the cron jobs running
+        before the member does anything else: the job, not a debit, activates them."""
+        self._step()
+        self._earn(member, amount, wait, None)
+        self.advance_clock(wait, True)
+
     def _debitor(self, data: st.DataObject) -> tuple[int, int]:
         """A member (mostly one with points) and an amount: mostly what the member
         can afford, sometimes more (an overdraw)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 import time
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from flask_loyalty import ConcurrencyError
 from flask_loyalty import InsufficientPoints
+from flask_loyalty import MemberClosed
 from flask_loyalty import members
 from flask_loyalty import points
 from flask_loyalty.transaction import is_retryable
@@ -59,6 +61,79 @@ def test_failed_joined_operation_keeps_the_hosts_writes_pending(db, member, host
     db.session.commit()
     assert _notes(db) == ["kept"]
     assert ledger_sum(db, member.id) == 0
+
+
+@pytest.fixture
+def statements(db: t.Any) -> t.Iterator[t.Callable[[], list[str]]]:
+    """Call it to record the first word of each statement the engine runs from then on."""
+    seen: list[str] = []
+    engine = db.engine
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    def start() -> list[str]:
+        sa.event.listen(engine, "before_cursor_execute", record)
+        return seen
+
+    yield start
+    if sa.event.contains(engine, "before_cursor_execute", record):
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_credit_in_the_hosts_transaction_needs_no_savepoint(db, member, host_note, statements):
+    """An earn makes its checks before it writes: its writes join the host's
+    transaction without a savepoint, and the member is locked by the update of
+    its balances."""
+    db.session.add(host_note(text="order 7 paid"))
+    db.session.flush()
+    seen = statements()
+    posting = points.earn(member, 40, key="order:7")
+    assert "SAVEPOINT" not in seen and "RELEASE" not in seen
+    assert seen.count("UPDATE") == 1 and seen.count("INSERT") == 2
+    assert _notes(db) == ["order 7 paid"]
+    assert ledger_sum(db, member.id) == 40 == posting.available_after
+
+
+def test_refused_credit_keeps_the_hosts_writes_pending(db, member, host_note):
+    """A credit to a closed member is refused by the update that would lock it,
+    which writes nothing: the host's writes stay pending in its transaction."""
+    members.close(member)
+    db.session.add(host_note(text="kept"))
+    db.session.flush()
+    with pytest.raises(MemberClosed):
+        points.earn(member, 10, key="order:8")
+    db.session.commit()
+    assert _notes(db) == ["kept"]
+    assert ledger_sum(db, member.id) == 0
+
+
+def test_failed_debit_in_the_hosts_transaction_undoes_its_writes(db, member, clock, host_note, statements):
+    """A debit writes before its last check (it expires a due lot first): its
+    writes run in a savepoint, which its refusal rolls back."""
+    points.earn(member, 30, key="a", expires_at=clock() + dt.timedelta(days=1))
+    clock.advance(days=2)
+    db.session.add(host_note(text="kept"))
+    db.session.flush()
+    seen = statements()
+    with pytest.raises(InsufficientPoints):
+        points.redeem(member, 10, key="r")
+    assert "SAVEPOINT" in seen
+    db.session.commit()
+    assert _notes(db) == ["kept"]
+    assert members.balances(member).available == 30  # the expiry was undone with the refusal
+    assert ledger_sum(db, member.id) == 30
+
+
+def test_replay_in_the_hosts_transaction_writes_nothing(db, member, host_note, statements):
+    points.earn(member, 40, key="order:9")
+    db.session.add(host_note(text="again"))
+    db.session.flush()
+    seen = statements()
+    assert points.earn(member, 40, key="order:9").replayed
+    assert [s for s in seen if s in ("INSERT", "UPDATE", "DELETE", "SAVEPOINT")] == []
+    db.session.commit()
+    assert ledger_sum(db, member.id) == 40
 
 
 def test_operation_after_host_reads_runs_in_its_own_transaction(db, member, host_note):
