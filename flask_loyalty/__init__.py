@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import ActionCapReached
 from .errors import ConcurrencyError
 from .errors import CurrencyMismatch
 from .errors import IdempotencyConflict
@@ -12,11 +13,14 @@ from .errors import LoyaltyError
 from .errors import MemberClosed
 from .errors import MemberNotFound
 from .errors import NotFound
+from .errors import ReferralRefused
+from .errors import RewardUnavailable
 from .extension import Loyalty
 from .posting import Posting
 from .proxies import current_loyalty
 
 __all__ = [
+    "ActionCapReached",
     "ConcurrencyError",
     "CurrencyMismatch",
     "IdempotencyConflict",
@@ -29,5 +33,7 @@ __all__ = [
     "MemberNotFound",
     "NotFound",
     "Posting",
+    "ReferralRefused",
+    "RewardUnavailable",
     "current_loyalty",
 ]

@@ -8,9 +8,9 @@ and its points are committed together or not at all.
 =============  ================================================================
 new status     what runs
 =============  ================================================================
-``paid``       capture the order's points reservation ``order:<reference>``
-               (when ``points_value_minor`` is set), then
-               :func:`~flask_loyalty.orders.order_paid`
+``paid``       :func:`~flask_loyalty.orders.order_paid`, which also
+               captures the points held for the order at checkout (an
+               order with ``points_value_minor`` set must have them held)
 ``completed``  :func:`~flask_loyalty.orders.order_completed`, after the
                ``paid`` steps if the order was still placed
 ``refunded``   :func:`~flask_loyalty.orders.order_refunded` of all that is
@@ -186,14 +186,18 @@ def _after_flush_postexec(session: Session, flush_context: t.Any) -> None:
 
 def _apply_status(order: t.Any, old: str, new: str) -> None:
     """Run the hooks that move ``order`` from ``old`` to ``new``."""
+    from . import checkout
     from . import orders
-    from . import points
 
     if old not in TRANSITIONS[new]:
         raise InvalidState(f"Order {order.reference!r} is {old}; it cannot become {new}.")
     if new == "paid" or (new == "completed" and old == "placed"):
-        if order.points_value_minor:
-            points.capture(order.member, key=f"order:{order.reference}")
+        held = checkout.applied_points(order.member, reference=order.reference)
+        if order.points_value_minor and held is None:
+            raise InvalidState(
+                f"Order {order.reference!r} was paid with points, but the member has no reservation"
+                f" 'order:{order.reference}' holding them."
+            )
         orders.order_paid(order)
     if new == "completed":
         orders.order_completed(order)

@@ -15,10 +15,14 @@ import uuid
 import click
 from flask.cli import AppGroup
 
+from . import actions
 from . import audit
 from . import jobs
 from . import members
 from . import points as ledger
+from . import referrals
+from . import reminders
+from . import rewards
 from . import tiers
 from .errors import LoyaltyError
 
@@ -97,6 +101,45 @@ def release_reservations_command(now: dt.datetime | None, chunk_size: int | None
     """Release checkout reservations whose time-to-live has run out."""
     count = jobs.release_reservations(now=now, chunk_size=chunk_size, progress=_progress("reservations"))
     click.echo(f"Released {count} reservation(s).")
+
+
+@loyalty_cli.command("expire-codes")
+@_now_option
+def expire_codes_command(now: dt.datetime | None) -> None:
+    """Mark issued reward codes whose validity has run out as expired."""
+    count = rewards.expire_redemptions(now=now)
+    click.echo(f"Expired {count} reward code(s).")
+
+
+@loyalty_cli.command("birthdays")
+@_now_option
+@_chunk_option
+def birthdays_command(now: dt.datetime | None, chunk_size: int | None) -> None:
+    """Award the birthday action to members whose birthday is today."""
+    count = actions.award_birthdays(now=now, chunk_size=chunk_size)
+    click.echo(f"Awarded the birthday bonus to {count} member(s).")
+
+
+@loyalty_cli.command("referrals")
+@_now_option
+@_chunk_option
+def referrals_command(now: dt.datetime | None, chunk_size: int | None) -> None:
+    """Decide pending referrals whose qualifying order has settled."""
+    counts = referrals.settle_referrals(now=now, chunk_size=chunk_size)
+    click.echo(f"Referrals rewarded: {counts['rewarded']}, capped: {counts['capped']}, "
+               f"rejected: {counts['rejected']}.")  # fmt: skip
+
+
+@loyalty_cli.command("remind")
+@_now_option
+@_chunk_option
+def remind_command(now: dt.datetime | None, chunk_size: int | None) -> None:
+    """Send the reminders of points about to expire, once per lot and window."""
+    sent = reminders.remind(now=now, chunk_size=chunk_size)
+    for r in sent:
+        click.echo(f"member {r.member_id}: {r.points} points expire from {r.expires_at:%Y-%m-%d} "
+                   f"({r.window_days}-day reminder)")  # fmt: skip
+    click.echo(f"Sent {len(sent)} reminder(s).")
 
 
 @loyalty_cli.command("evaluate-tiers")

@@ -30,7 +30,7 @@ DEFAULTS: dict[str, t.Any] = {
     "LOCK_RETRIES": 5,
     "LOCK_RETRY_DELAY": 0.05,
     "SQLITE_IMMEDIATE_ENABLED": True,
-    "JOB_CHUNK_SIZE": 1000,
+    "JOB_CHUNK_SIZE": 5000,
     # Earning rules.
     "EARN_RATE": 10,
     "EARN_ROUNDING": "floor",
@@ -54,6 +54,32 @@ DEFAULTS: dict[str, t.Any] = {
     "TIER_METRIC": "points_earned",
     "TIER_PERIOD": "lifetime",
     "TIER_GRACE_DAYS": 0,
+    # Paying with points at checkout.
+    "POINT_VALUE": "0.01",
+    "REDEEM_MINIMUM": 100,
+    "REDEEM_MAX_SHARE": "0.5",
+    "REDEEM_STEP": 100,
+    "RESERVATION_TTL": 1800,
+    # Member pages: read once in init_app, but for the templates.
+    "BLUEPRINT_ENABLED": True,
+    "BLUEPRINT_NAME": "loyalty",
+    "URL_PREFIX": "/loyalty",
+    "BASE_TEMPLATE": "loyalty/base.html",
+    "PAGE_SIZE": 25,
+    "EXPIRING_SOON_DAYS": 30,
+    # Action points, referrals and expiry reminders.
+    "ACTIONS": {},
+    "REFERRAL_REFEREE_BONUS": 0,
+    "REFERRAL_REFERRER_BONUS": 0,
+    "REFERRAL_MINIMUM_ORDER": "0",
+    "REFERRAL_CAP": None,
+    "REFERRAL_CAP_PERIOD": "month",
+    "REFERRAL_SIGNUP_URL": None,
+    "REMINDER_WINDOWS": (30, 7),
+    # The JSON API: read once in init_app.
+    "API_ENABLED": True,
+    "API_BLUEPRINT_NAME": "loyalty_api",
+    "API_URL_PREFIX": "/loyalty/api",
 }
 
 #: The clawback policies accepted by ``LOYALTY_CLAWBACK_POLICY``.

@@ -78,6 +78,61 @@ class NotFound(LoyaltyError, LookupError):
     code = "not_found"
 
 
+class RewardUnavailable(LoyaltyError):
+    """The member cannot redeem the reward now.
+
+    :param message: a human-readable explanation.
+    :param reason: why, one of :data:`REASONS`.
+    """
+
+    code = "reward_unavailable"
+
+    #: The reasons a reward can be unavailable: ``"inactive"`` (switched off),
+    #: ``"not_started"``, ``"ended"``, ``"out_of_stock"``, ``"limit_reached"``
+    #: (the member holds as many as one member may) and ``"tier_required"``.
+    REASONS = ("inactive", "not_started", "ended", "out_of_stock", "limit_reached", "tier_required")
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        #: Why the reward is unavailable, one of :data:`REASONS`.
+        self.reason = reason
+
+
+class ActionCapReached(LoyaltyError):
+    """The member has earned an action's points as often as its cap allows this period.
+
+    :param message: a human-readable explanation.
+    :param action: the action's name.
+    """
+
+    code = "action_cap_reached"
+
+    def __init__(self, message: str, *, action: str) -> None:
+        super().__init__(message)
+        #: The action's name.
+        self.action = action
+
+
+class ReferralRefused(LoyaltyError):
+    """A referral code cannot be used for this member.
+
+    :param message: a human-readable explanation.
+    :param reason: why, one of :data:`REASONS`.
+    """
+
+    code = "referral_refused"
+
+    #: ``"self_referral"`` (the member's own code), ``"same_email"`` (the
+    #: referrer's email, however it is written), ``"same_payment"`` (a payment
+    #: method the referrer used) and ``"already_referred"``.
+    REASONS = ("self_referral", "same_email", "same_payment", "already_referred")
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        #: Why the referral was refused, one of :data:`REASONS`.
+        self.reason = reason
+
+
 class InvalidState(LoyaltyError):
     """The operation does not fit the current state (a reservation already
     captured, a reversal larger than what is left to reverse)."""

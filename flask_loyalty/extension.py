@@ -17,6 +17,7 @@ from . import autohooks
 from .config import apply_defaults
 from .config import CLAWBACK_POLICIES
 from .config import config_value
+from .config import decimal_setting
 from .models import build_models
 from .models import Models
 from .store import LoyaltyStore
@@ -99,6 +100,12 @@ class Loyalty:
         self.tier_multiplier_hook: t.Callable[[str | None, int | None], t.Any] | None = None
         #: The order adapter (see :meth:`order_adapter`), if any.
         self.order_adapter_object: t.Any = None
+        #: The checkout loader (see :meth:`checkout_loader`), if any.
+        self.checkout_loader_hook: t.Callable[[t.Any], t.Any] | None = None
+        #: Actions registered with :meth:`register_action`, by name.
+        self.actions: dict[str, t.Any] = {}
+        #: The expiry-reminder hook (see :meth:`reminder_sender`), if any.
+        self.reminder_sender_hook: t.Callable[..., t.Any] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -153,6 +160,43 @@ class Loyalty:
         """
         return self._register("order_adapter_object", None, adapter)
 
+    def checkout_loader(self, f: F) -> F:
+        """Register what tells the checkout widget which order the user is paying.
+
+        It receives the logged-in user and returns ``(reference,
+        payable_total)`` for the order being checked out, or ``None`` when
+        there is none; see :mod:`flask_loyalty.checkout_widget`.
+
+        .. versionadded:: 0.1
+        """
+        return self._register("checkout_loader_hook", None, f)
+
+    def register_action(
+        self, name: str, *, points: int, cap: int | None = None, per: str | None = None
+    ) -> None:
+        """Register an action that earns ``points`` (see :mod:`flask_loyalty.actions`).
+
+        Award it with :func:`flask_loyalty.actions.award`. A registered action
+        replaces a ``LOYALTY_ACTIONS`` entry of the same name.
+
+        :param cap: at most this many awards per ``per`` for one member.
+        :param per: ``"day"``, ``"week"``, ``"month"`` or ``"year"``.
+        :raises ValueError: for a malformed action.
+        """
+        from .actions import Action
+
+        self.actions[name] = Action(name, points, cap, per)
+
+    def reminder_sender(self, f: F) -> F:
+        """Register the hook that tells a member their points expire soon.
+
+        ``flask loyalty remind`` calls it once per member and window, after
+        the reminder was recorded, with ``member_id``, ``window_days``,
+        ``points`` and ``expires_at`` keyword arguments (send an email, say).
+        The :data:`~flask_loyalty.signals.points_expiring` signal is sent too.
+        """
+        return self._register("reminder_sender_hook", None, f)
+
     def init_app(self, app: Flask) -> None:
         """Register the extension on ``app``.
 
@@ -201,6 +245,17 @@ class Loyalty:
             from .cli import loyalty_cli
 
             app.cli.add_command(loyalty_cli, group)
+        from . import templating
+
+        templating.install(app)
+        if config_value("BLUEPRINT_ENABLED", app):
+            from .views import create_blueprint
+
+            app.register_blueprint(create_blueprint(app))
+        if config_value("API_ENABLED", app):
+            from .api import create_api_blueprint
+
+            app.register_blueprint(create_api_blueprint(app))
 
     @property
     def models(self) -> Models:
@@ -224,13 +279,18 @@ def _check_config(app: Flask) -> None:
     code = config_value("CURRENCY", app)
     if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
         raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
-    optional = ("CURRENCY_DECIMALS", "POINTS_EXPIRY_DAYS")
+    optional = ("CURRENCY_DECIMALS", "POINTS_EXPIRY_DAYS", "RESERVATION_TTL")
     for key, least in (
         ("LOCK_RETRIES", 0),
         ("JOB_CHUNK_SIZE", 1),
         ("CURRENCY_DECIMALS", 0),
         ("PENDING_DAYS", 0),
         ("POINTS_EXPIRY_DAYS", 1),
+        ("REDEEM_MINIMUM", 1),
+        ("REDEEM_STEP", 1),
+        ("RESERVATION_TTL", 1),
+        ("PAGE_SIZE", 1),
+        ("EXPIRING_SOON_DAYS", 1),
     ):
         value = config_value(key, app)
         if key in optional and value is None:
@@ -245,6 +305,17 @@ def _check_config(app: Flask) -> None:
         raise ValueError(
             f"LOYALTY_LOCK_RETRY_DELAY must be a finite number of seconds of at least 0, not {delay!r}."
         )
+    if config_value("PAGE_SIZE", app) > 500:
+        raise ValueError(f"LOYALTY_PAGE_SIZE must be at most 500, not {config_value('PAGE_SIZE', app)!r}.")
+    if decimal_setting(config_value("POINT_VALUE", app), "LOYALTY_POINT_VALUE") == 0:
+        raise ValueError("LOYALTY_POINT_VALUE must be greater than 0.")
+    if decimal_setting(config_value("REDEEM_MAX_SHARE", app), "LOYALTY_REDEEM_MAX_SHARE") > 1:
+        raise ValueError("LOYALTY_REDEEM_MAX_SHARE must be between 0 and 1.")
+    for key in ("URL_PREFIX", "API_URL_PREFIX"):
+        prefix = config_value(key, app)
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"LOYALTY_{key} must be a path starting with '/', not {prefix!r}.")
+    _check_growth(app)
     from .earning import configured_rules
 
     with app.app_context():
@@ -323,3 +394,26 @@ def _keep_names(source: sa.Table, copy: sa.Table) -> None:
 def _shape(item: sa.UniqueConstraint | sa.Index) -> tuple[t.Any, ...]:
     unique = item.unique if isinstance(item, sa.Index) else True
     return (type(item), unique, tuple(column.name for column in item.columns))
+
+
+def _check_growth(app: Flask) -> None:
+    """Check the keys of action points, referrals and reminders."""
+    from .actions import configured_actions
+    from .actions import PERIODS
+
+    configured_actions(app)
+    for key in ("REFERRAL_REFEREE_BONUS", "REFERRAL_REFERRER_BONUS"):
+        value = config_value(key, app)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
+            raise ValueError(f"LOYALTY_{key} must be a whole number of points from 0, not {value!r}.")
+    decimal_setting(config_value("REFERRAL_MINIMUM_ORDER", app), "LOYALTY_REFERRAL_MINIMUM_ORDER")
+    cap = config_value("REFERRAL_CAP", app)
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"LOYALTY_REFERRAL_CAP must be None or a whole number of at least 1, not {cap!r}.")
+    if config_value("REFERRAL_CAP_PERIOD", app) not in PERIODS:
+        raise ValueError(f"LOYALTY_REFERRAL_CAP_PERIOD must be one of {', '.join(PERIODS)}.")
+    windows = config_value("REMINDER_WINDOWS", app)
+    if not isinstance(windows, list | tuple) or not all(
+        isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 3650 for w in windows
+    ):
+        raise ValueError(f"LOYALTY_REMINDER_WINDOWS must be a list of days from 1 to 3650, not {windows!r}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
 
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,7 @@ def enroll(
     phone: str | None = None,
     password: str | None = None,
     user_id: t.Any = None,
+    birthday: dt.date | None = None,
 ) -> t.Any:
     """Create a member and return it.
 
@@ -31,14 +33,21 @@ def enroll(
     :param password: set for shops that use the member as their login user.
     :param user_id: the host user's primary key, for shops with their own
         user model; stored as a string, unique among members.
+    :param birthday: the member's date of birth, for the ``birthday`` action.
     :raises InvalidRequest: on malformed input, or an email or user id that
         another member already has (nothing is written then).
+
+    A ``signup`` action (see :mod:`flask_loyalty.actions`) is awarded to the
+    new member.
     """
+    if birthday is not None and (not isinstance(birthday, dt.date) or isinstance(birthday, dt.datetime)):
+        raise InvalidRequest(f"birthday must be a date, not {birthday!r}.")
     values: dict[str, t.Any] = {
         "name": check_text(name, "name", 120) or "",
         "email": (check_text(email, "email", 254) or "").strip().lower() or None,
         "phone": check_text(phone, "phone", 40),
         "user_id": None if user_id is None else str(user_id),
+        "birthday": birthday,
     }
     if values["email"] is not None and "@" not in values["email"]:
         raise InvalidRequest(f"{email!r} is not an email address.")
@@ -59,6 +68,12 @@ def enroll(
         taken = " or ".join(f"{k.replace('_', ' ')} {values[k]!r}" for k in ("email", "user_id") if values[k])
         raise InvalidRequest(f"A member with {taken} already exists.") from error
     send(signals.member_enrolled, member=member)
+    from .actions import actions
+    from .actions import award
+
+    if "signup" in actions():
+        # Keyed "once": a retry after a failure here cannot pay the bonus twice.
+        award(int(member.id), "signup", key="once")
     return member
 
 

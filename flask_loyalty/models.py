@@ -31,6 +31,13 @@ from werkzeug.security import generate_password_hash
 from .columns import BigId
 from .columns import Timestamp
 from .columns import utcnow
+from .growth_models import ActionAwardMixin
+from .growth_models import PaymentFingerprintMixin
+from .growth_models import ReferralMixin
+from .growth_models import ReminderMixin
+from .reward_models import ApiResponseMixin
+from .reward_models import RedemptionMixin
+from .reward_models import RewardMixin
 from .shop import CampaignMixin
 from .shop import CartMixin
 from .shop import LineMixin
@@ -95,6 +102,10 @@ class MemberMixin(UserMixin):  # type: ignore[misc]
     tier: Mapped[str | None] = mapped_column(sa.String(32))
     #: When the member reached the current tier.
     tier_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: The member's own referral code (see :mod:`flask_loyalty.referrals`).
+    referral_code: Mapped[str | None] = mapped_column(sa.String(16), unique=True)
+    #: The member's date of birth, for the birthday bonus.
+    birthday: Mapped[dt.date | None] = mapped_column(sa.Date)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
@@ -170,6 +181,8 @@ class ReservationMixin:
     points: Mapped[int] = mapped_column(sa.BigInteger)
     status: Mapped[str] = mapped_column(sa.String(16), default="held")
     expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: The order reference the points are held for (checkout holds).
+    reference: Mapped[str | None] = mapped_column(sa.String(191))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 
@@ -211,6 +224,13 @@ class Models:
     OrderLine: type[t.Any]
     Refund: type[t.Any]
     Campaign: type[t.Any]
+    Reward: type[t.Any]
+    Redemption: type[t.Any]
+    ApiResponse: type[t.Any]
+    Referral: type[t.Any]
+    ActionAward: type[t.Any]
+    Reminder: type[t.Any]
+    PaymentFingerprint: type[t.Any]
 
 
 _BUILT: dict[str, Models] = {}
@@ -272,6 +292,7 @@ def build_models(prefix: str = "loyalty_") -> Models:
         __table_args__ = (
             sa.UniqueConstraint("member_id", "source_key"),
             sa.Index(f"ix_{p}reservation_status_expires_at", "status", "expires_at"),
+            sa.Index(f"ix_{p}reservation_member_id_reference", "member_id", "reference"),
         )
 
     class LotAllocation(LotAllocationMixin, Base):
@@ -321,6 +342,62 @@ def build_models(prefix: str = "loyalty_") -> Models:
         cart_id: Mapped[int] = mapped_column(_fk(f"{p}cart.id"), index=True)
         cart: Mapped[Cart] = relationship(back_populates="items")
 
+    class Reward(RewardMixin, Base):
+        __tablename__ = f"{p}reward"
+        __table_args__ = (
+            sa.CheckConstraint(
+                "kind IN ('fixed_amount', 'percentage', 'free_shipping', 'free_product')", name="kind"
+            ),
+            sa.CheckConstraint("stock IS NULL OR stock >= 0", name="stock"),
+        )
+
+    class Redemption(RedemptionMixin, Base):
+        __tablename__ = f"{p}redemption"
+        member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"))
+        reward_id: Mapped[int] = mapped_column(_fk(f"{p}reward.id"))
+        __table_args__ = (
+            sa.UniqueConstraint("member_id", "source_key"),
+            sa.Index(f"ix_{p}redemption_reward_id_member_id", "reward_id", "member_id"),
+            sa.Index(f"ix_{p}redemption_status_expires_at", "status", "expires_at"),
+            sa.CheckConstraint("status IN ('issued', 'used', 'cancelled', 'expired')", name="status"),
+        )
+
+    class ApiResponse(ApiResponseMixin, Base):
+        __tablename__ = f"{p}api_response"
+        member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"))
+        __table_args__ = (sa.UniqueConstraint("member_id", "key"),)
+
+    class Referral(ReferralMixin, Base):
+        __tablename__ = f"{p}referral"
+        referrer_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"), index=True)
+        referee_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"), unique=True)
+        __table_args__ = (
+            sa.Index(f"ix_{p}referral_status_id", "status", "id"),
+            sa.CheckConstraint("status IN ('pending', 'rewarded', 'capped', 'rejected')", name="status"),
+        )
+
+    class ActionAward(ActionAwardMixin, Base):
+        __tablename__ = f"{p}action_award"
+        member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"))
+        __table_args__ = (
+            sa.UniqueConstraint("member_id", "action", "key"),
+            sa.Index(f"ix_{p}action_award_member_id_action_period", "member_id", "action", "period"),
+        )
+
+    class Reminder(ReminderMixin, Base):
+        __tablename__ = f"{p}reminder"
+        member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"), index=True)
+        lot_id: Mapped[int] = mapped_column(_fk(f"{p}points_lot.id"))
+        __table_args__ = (sa.UniqueConstraint("lot_id", "window_days"),)
+
+    class PaymentFingerprint(PaymentFingerprintMixin, Base):
+        __tablename__ = f"{p}payment_fingerprint"
+        member_id: Mapped[int] = mapped_column(_fk(f"{p}member.id"))
+        __table_args__ = (
+            sa.UniqueConstraint("member_id", "digest"),
+            sa.Index(f"ix_{p}payment_fingerprint_digest", "digest"),
+        )
+
     models = Models(
         prefix=p,
         metadata=Base.metadata,
@@ -336,6 +413,13 @@ def build_models(prefix: str = "loyalty_") -> Models:
         OrderLine=OrderLine,
         Refund=Refund,
         Campaign=Campaign,
+        Reward=Reward,
+        Redemption=Redemption,
+        ApiResponse=ApiResponse,
+        Referral=Referral,
+        ActionAward=ActionAward,
+        Reminder=Reminder,
+        PaymentFingerprint=PaymentFingerprint,
     )
     _BUILT[prefix] = models
     return models

@@ -12,7 +12,7 @@ writes the ledger entries:
 - :func:`order_refunded` reverses what the refunded lines (or amount) earned,
   once per refund reference;
 - :func:`order_cancelled` reverses what the order earned and gives back the
-  points it was paid with (its reservation, keyed ``order:<reference>``).
+  points it was paid with (its checkout hold, see :mod:`flask_loyalty.checkout`).
 
 Each is exactly once: repeating a call with the same order changes nothing.
 Calls out of order (a refund before payment, a payment after cancellation)
@@ -41,9 +41,11 @@ from .errors import InvalidRequest
 from .errors import InvalidState
 from .errors import MemberNotFound
 from .errors import NotFound
+from .member_lock import run_locked
 from .members import member_for_user
 from .money import parse_amount
 from .money import to_minor
+from .points import capture_within
 from .points import credit
 from .points import release_within
 from .points import reverse_within
@@ -52,11 +54,9 @@ from .posting import digest
 from .posting import Operation
 from .posting import Posting
 from .posting import to_utc
-from .proxies import current_loyalty
 from .rules import evaluate
 from .rules import Quote
 from .rules import share
-from .signals import send
 from .tiers import promote_within
 
 log = logging.getLogger("flask_loyalty")
@@ -91,20 +91,13 @@ def _fingerprint(data: OrderData, member_id: int) -> str:
 
 def _run(member_id: int, work: t.Callable[[Operation], OrderOutcome], signal: t.Any) -> OrderOutcome:
     """Run a lifecycle step in one write transaction, then send its signals."""
-    state = current_loyalty
 
-    def attempt() -> tuple[OrderOutcome, list[t.Any]]:
-        op = Operation(state.store, member_id, "order", "order", "", state.now())
-        op.balances = state.store.lock_member(member_id)
+    def step(op: Operation) -> OrderOutcome:
         outcome = work(op)
-        return outcome, op.events
+        op.notify(signal, after=True, member_id=member_id, order=outcome)
+        return outcome
 
-    outcome, events = state.store.atomic(attempt)
-    if not outcome.replayed:
-        for event, payload, _ in events:
-            send(event, **payload)
-        send(signal, member_id=member_id, order=outcome)
-    return outcome
+    return run_locked(member_id, step, replayed=lambda outcome: outcome.replayed)
 
 
 def _recorded_member(data: OrderData) -> int:
@@ -130,7 +123,8 @@ def _locked_order(op: Operation, reference: str) -> t.Any:
 
 
 def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
-    """Record that ``order`` was paid and credit the points it earns.
+    """Record that ``order`` was paid, credit the points it earns and capture
+    the points held for it at checkout (see :mod:`flask_loyalty.checkout`).
 
     :param order: the extension's ``Order``, a host order (read by the
         registered adapter), or :class:`~flask_loyalty.adapters.OrderData`.
@@ -162,6 +156,13 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             prior = store.find_entry(member_id, "earn", key)
             found = (Posting.from_row(prior, replayed=True),) if prior else ()
             return OrderOutcome(data.reference, member_id, row.status, row.points, found, replayed=True)
+        postings: tuple[Posting, ...] = ()
+        held = [r for r in store.order_reservations(member_id, data.reference) if r.status == "held"]
+        if held:
+            op = op.then("capture", held[0].source_key)
+            captured = capture_within(op, None, {"actor": None, "reason": f"order {data.reference} paid"})
+            op.notify(signals.points_captured, member_id=member_id, entry=captured)
+            postings = (captured,)
         when = paid_at or op.now
         tier = store.member_tier(member_id)[0]
         quote = evaluate(context(data, member_id, when, tier), rules_at(when))
@@ -184,12 +185,12 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
              "points": 0 if dry else part.points, "refunded_quantity": 0, "refunded_points": 0}
             for ln, part in zip(data.lines, quote.lines, strict=True)
         ])  # fmt: skip
-        postings: tuple[Posting, ...] = ()
         if earned:
             pending_days = int(config_value("PENDING_DAYS"))
             expiry_days = config_value("POINTS_EXPIRY_DAYS")
+            op = op.then("earn", key, fingerprint)
             posting = credit(
-                op.then("earn", key, fingerprint),
+                op,
                 earned,
                 pending=pending_days > 0,
                 lifetime=earned,
@@ -198,7 +199,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
                 reason=f"order {data.reference}",
             )
             op.notify(signals.points_earned, member_id=member_id, entry=posting)
-            postings = (posting,)
+            postings = (*postings, posting)
         if not dry:
             # After the earn: this order was priced at the old tier, the next one at the new.
             promote_within(op, tier)
@@ -381,8 +382,10 @@ def order_refunded(
 def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
     """Cancel ``order``: reverse what it earned and give back the points it used.
 
-    The points it was paid with are its reservation ``order:<reference>``:
-    a held reservation is released, a captured one reversed. Exactly once.
+    The points it was paid with are its checkout hold (see
+    :mod:`flask_loyalty.checkout`, or a reservation keyed
+    ``order:<reference>``): a held one is released, a captured one
+    reversed. Exactly once.
     An order that was never paid is recorded as cancelled, so that a late
     payment of it is refused.
 
@@ -418,13 +421,13 @@ def order_cancelled(order: t.Any, *, policy: str | None = None) -> OrderOutcome:
 
         if left > 0:
             give_back(f"cancel:{ref}", ("earn", f"order:{ref}"), left)
-        reservation = op.store.find_reservation(member_id, f"order:{ref}")
-        if reservation is not None and reservation.status == "held":
-            op = op.then("release", f"order:{ref}")
-            postings.append(release_within(op, refs))
-            op.notify(signals.points_released, member_id=member_id, entry=postings[-1])
-        elif reservation is not None and reservation.status == "captured":
-            give_back(f"cancel:{ref}:points", ("capture", f"order:{ref}"), None)
+        for reservation in op.store.order_reservations(member_id, ref):
+            if reservation.status == "held":
+                op = op.then("release", reservation.source_key)
+                postings.append(release_within(op, refs))
+                op.notify(signals.points_released, member_id=member_id, entry=postings[-1])
+            elif reservation.status == "captured":
+                give_back(f"cancel:{ref}:points", ("capture", reservation.source_key), None)
         if row is None:
             op.store.save_order(None, {
                 "member_id": member_id, "reference": ref, "currency": data.currency.upper(),

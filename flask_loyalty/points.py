@@ -50,23 +50,11 @@ def credit(op: Operation, points: int, *, pending: bool, lifetime: int, expires_
     """Create a lot for a credit and post it with ``op`` (netting a negative balance).
 
     The body of :func:`earn` and of positive :func:`adjust`, for services that
-    credit inside a transaction of their own (paid orders).
+    credit inside a transaction of their own (paid orders); see
+    :meth:`Operation.credit <flask_loyalty.posting.Operation.credit>`.
     """
-    remaining = points if pending else net_credit(op.balances.available, points)
-    lot_id = op.store.insert_lot(
-        {
-            "member_id": op.member_id,
-            "points": points,
-            "remaining": remaining,
-            "pending": pending,
-            "expired": False,
-            "available_from": available_from,
-            "expires_at": expires_at,
-            "created_at": op.now,
-        }
-    )
-    delta: dict[str, t.Any] = {"pending": points} if pending else {"available": points}
-    return op.write(points, lifetime=lifetime, lot_id=lot_id, **delta, **refs)
+    return op.credit(points, pending=pending, lifetime=lifetime, expires_at=expires_at,
+                     available_from=available_from, **refs)  # fmt: skip
 
 
 def earn(
@@ -101,12 +89,13 @@ def earn(
         begins = max(start or op.now, op.now)
         if end is not None and end <= begins:
             raise InvalidRequest("expires_at must be after the time the points become available.")
+        op.checks_passed()
         posting = credit(op, points, pending=begins > op.now, lifetime=points, expires_at=end,
                          available_from=begins, **refs)  # fmt: skip
         promote_within(op)
         return posting
 
-    return run_operation("earn", member, key, params, apply, signals.points_earned)
+    return run_operation("earn", member, key, params, apply, signals.points_earned, lock=False)
 
 
 def redeem(
@@ -151,20 +140,7 @@ def reserve(
     refs = _refs(actor, reason)
 
     def apply(op: Operation) -> Posting:
-        op.settle()
-        changes, _ = op.take(points)
-        reservation_id = op.store.insert_reservation(
-            {
-                "member_id": op.member_id,
-                "source_key": op.key,
-                "points": points,
-                "status": "held",
-                "expires_at": until,
-                "created_at": op.now,
-            }  # fmt: skip
-        )
-        return op.write(-points, available=-points, reserved=points, lot_changes=changes,
-                        reservation_id=reservation_id, **refs)  # fmt: skip
+        return reserve_within(op, points, until, refs)
 
     params = {"points": points, "expires_at": until}
     return run_operation("reserve", member, key, params, apply, signals.points_reserved)
@@ -240,16 +216,7 @@ def capture(
     refs = _refs(actor, reason)
 
     def apply(op: Operation) -> Posting:
-        reservation = _held(op)
-        amount = reservation.points if wanted is None else wanted
-        if amount > reservation.points:
-            raise InvalidState(f"Reservation {op.key!r} holds only {reservation.points} points.")
-        posting = op.write(-amount, reserved=-amount, reservation_id=reservation.id, **refs)
-        if amount < reservation.points:
-            released = _release(op, reservation, reservation.points - amount, **refs)
-            op.notify(signals.points_released, after=True, member_id=op.member_id, entry=released)
-        op.store.set_reservation_status(reservation.id, "captured")
-        return posting
+        return capture_within(op, wanted, refs)
 
     return run_operation("capture", member, key, {"points": wanted}, apply, signals.points_captured)
 
@@ -408,6 +375,7 @@ def adjust(
         if points > 0:
             if end is not None and end <= op.now:
                 raise InvalidRequest("expires_at must be in the future.")
+            op.checks_passed()
             return credit(
                 op, points, pending=False, lifetime=0, expires_at=end, available_from=op.now, **refs
             )
@@ -416,4 +384,46 @@ def adjust(
         return op.write(points, available=points, lot_changes=changes, **refs)
 
     params = {"points": points, "expires_at": end, "allow_negative": allow_negative}
-    return run_operation("adjust", member, key, params, apply, signals.points_adjusted)
+    return run_operation("adjust", member, key, params, apply, signals.points_adjusted, lock=False)
+
+
+def reserve_within(
+    op: Operation,
+    points: int,
+    until: dt.datetime | None,
+    refs: dict[str, t.Any],
+    reference: str | None = None,
+) -> Posting:
+    """Hold ``points`` under key ``op.key`` with ``op`` (the body of :func:`reserve`).
+
+    :param reference: the order the points are held for (checkout holds).
+    """
+    op.settle()
+    changes, _ = op.take(points)
+    reservation_id = op.store.insert_reservation(
+        {
+            "member_id": op.member_id,
+            "source_key": op.key,
+            "points": points,
+            "status": "held",
+            "expires_at": until,
+            "reference": reference,
+            "created_at": op.now,
+        }  # fmt: skip
+    )
+    return op.write(-points, available=-points, reserved=points, lot_changes=changes,
+                    reservation_id=reservation_id, **refs)  # fmt: skip
+
+
+def capture_within(op: Operation, wanted: int | None, refs: dict[str, t.Any]) -> Posting:
+    """Capture the reservation ``op.key`` with ``op`` (the body of :func:`capture`)."""
+    reservation = _held(op)
+    amount = reservation.points if wanted is None else wanted
+    if amount > reservation.points:
+        raise InvalidState(f"Reservation {op.key!r} holds only {reservation.points} points.")
+    posting = op.write(-amount, reserved=-amount, reservation_id=reservation.id, **refs)
+    if amount < reservation.points:
+        released = _release(op, reservation, reservation.points - amount, **refs)
+        op.notify(signals.points_released, after=True, member_id=op.member_id, entry=released)
+    op.store.set_reservation_status(reservation.id, "captured")
+    return posting

@@ -122,3 +122,27 @@ tier_changed = _signals.signal("tier-changed")
 
 #: A member was enrolled. Sent with ``member`` (the ORM object).
 member_enrolled = _signals.signal("member-enrolled")
+
+#: A member redeemed a reward. Sent with ``member_id`` and ``redemption``
+#: (a :class:`~flask_loyalty.rewards.Redemption`), after ``points_redeemed``.
+reward_redeemed = _signals.signal("reward-redeemed")
+
+#: A redemption was cancelled and its points returned. Sent with
+#: ``member_id`` and ``redemption``, after ``points_reversed``.
+redemption_cancelled = _signals.signal("redemption-cancelled")
+
+#: A redemption's code was used for an order. Sent with ``member_id`` and
+#: ``redemption``.
+redemption_used = _signals.signal("redemption-used")
+
+#: A member earned an action's points. Sent with ``member_id``, ``action``,
+#: ``key`` and ``entry``, after ``points_earned``.
+action_awarded = _signals.signal("action-awarded")
+
+#: A referral was decided. Sent with ``referral`` (a
+#: :class:`~flask_loyalty.referrals.Referral`).
+referral_decided = _signals.signal("referral-decided")
+
+#: Points are about to expire. Sent once per member and reminder window with
+#: ``member_id``, ``window_days``, ``points`` and ``expires_at`` (the soonest).
+points_expiring = _signals.signal("points-expiring")

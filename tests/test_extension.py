@@ -25,21 +25,7 @@ from .conftest import engine_url
 from .conftest import ledger_sum
 from .conftest import make_app
 from .conftest import reset_schema
-
-TABLES = {
-    "member",
-    "ledger_entry",
-    "points_lot",
-    "lot_allocation",
-    "reservation",
-    "repair",
-    "cart",
-    "cart_item",
-    "order",
-    "order_line",
-    "refund",
-    "campaign",
-}
+from .test_host_app import TABLES
 
 
 def bare_app(url: str = "sqlite://", **config: t.Any) -> Flask:

@@ -51,6 +51,13 @@ TABLES = (
     "refund",
     "repair",
     "reservation",
+    "reward",
+    "redemption",
+    "api_response",
+    "referral",
+    "action_award",
+    "reminder",
+    "payment_fingerprint",
 )
 
 #: The host's own naming convention: nothing of the extension may follow it.

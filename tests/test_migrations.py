@@ -295,6 +295,7 @@ def test_migrations_equal_create_all(database, tmp_path, clock, prefix):
     assert [name for name, _ in member["checks"]] == [f"ck_{prefix}member_status"]
     assert [name for name, _ in member["unique"]] == [
         f"uq_{prefix}member_email",
+        f"uq_{prefix}member_referral_code",
         f"uq_{prefix}member_user_id",
     ]
     entry = migrated[f"{prefix}ledger_entry"]

@@ -302,9 +302,7 @@ class HostShop:
         self.loyalty.init_app(self.app)
 
     def loyalty_paid(self, order: t.Any) -> None:
-        """The loyalty side of a payment: capture the points it was paid with, then earn."""
-        if order.points_cents:
-            points.capture(members.member_for_user(order.user), key=f"order:{order.number}")
+        """The loyalty side of a payment: earn, and capture the points it was paid with."""
         orders.order_paid(order)
 
     def loyalty_refunded(self, refund: t.Any) -> None:

@@ -47,6 +47,13 @@ TABLES = (
     "campaign",
     "cart",
     "cart_item",
+    "reward",
+    "redemption",
+    "api_response",
+    "referral",
+    "action_award",
+    "reminder",
+    "payment_fingerprint",
 )
 
 
@@ -118,12 +125,15 @@ def upgrade() -> None:
         _points("lifetime_earned"),
         _string("tier", 32, nullable=True),
         _time("tier_since", nullable=True),
+        _string("referral_code", 16, nullable=True),
+        sa.Column("birthday", sa.Date(), nullable=True),
         _time("created_at"),
         _time("closed_at", nullable=True),
         sa.CheckConstraint("status IN ('active', 'closed')", name=op.f(f"ck_{member}_status")),
         _pk(member),
         sa.UniqueConstraint("email", name=op.f(f"uq_{member}_email")),
         sa.UniqueConstraint("user_id", name=op.f(f"uq_{member}_user_id")),
+        sa.UniqueConstraint("referral_code", name=op.f(f"uq_{member}_referral_code")),
     )
 
     lot = f"{p}points_lot"
@@ -154,12 +164,14 @@ def upgrade() -> None:
         _points("points"),
         _string("status", 16),
         _time("expires_at", nullable=True),
+        _string("reference", 191, nullable=True),
         _time("created_at"),
         _fk(reservation, "member_id", member),
         _pk(reservation),
         sa.UniqueConstraint("member_id", "source_key", name=op.f(f"uq_{reservation}_member_id_source_key")),
     )
     _index(reservation, "status", "expires_at")
+    _index(reservation, "member_id", "reference")
 
     entry = f"{p}ledger_entry"
     op.create_table(
@@ -310,6 +322,145 @@ def upgrade() -> None:
     )
     _index(cart, "member_id")
     _lines(f"{p}cart_item", cart, "cart_id")
+
+    reward = f"{p}reward"
+    op.create_table(
+        reward,
+        _id(),
+        _string("slug", 64),
+        _string("name", 120),
+        _string("description", 2000),
+        _string("kind", 16),
+        _points("cost"),
+        _points("amount_minor", nullable=True),
+        sa.Column("percent", sa.Integer(), nullable=True),
+        _string("sku", 64, nullable=True),
+        _points("stock", nullable=True),
+        sa.Column("per_member_limit", sa.Integer(), nullable=True),
+        _string("tier", 32, nullable=True),
+        _time("starts_at", nullable=True),
+        _time("ends_at", nullable=True),
+        sa.Column("valid_days", sa.Integer(), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        _time("created_at"),
+        _pk(reward),
+        sa.UniqueConstraint("slug", name=op.f(f"uq_{reward}_slug")),
+        sa.CheckConstraint(
+            "kind IN ('fixed_amount', 'percentage', 'free_shipping', 'free_product')",
+            name=op.f(f"ck_{reward}_kind"),
+        ),
+        sa.CheckConstraint("stock IS NULL OR stock >= 0", name=op.f(f"ck_{reward}_stock")),
+    )
+
+    redemption = f"{p}redemption"
+    op.create_table(
+        redemption,
+        _ref("member_id"),
+        _ref("reward_id"),
+        _id(),
+        _string("code", 32),
+        _string("source_key", 191),
+        _points("points"),
+        _string("status", 16),
+        _time("expires_at", nullable=True),
+        _string("order_reference", 191, nullable=True),
+        _time("used_at", nullable=True),
+        _time("cancelled_at", nullable=True),
+        _time("created_at"),
+        _fk(redemption, "member_id", member),
+        _fk(redemption, "reward_id", reward),
+        _pk(redemption),
+        sa.UniqueConstraint("code", name=op.f(f"uq_{redemption}_code")),
+        sa.UniqueConstraint("member_id", "source_key", name=op.f(f"uq_{redemption}_member_id_source_key")),
+        sa.CheckConstraint(
+            "status IN ('issued', 'used', 'cancelled', 'expired')", name=op.f(f"ck_{redemption}_status")
+        ),
+    )
+    _index(redemption, "reward_id", "member_id")
+    _index(redemption, "status", "expires_at")
+
+    response = f"{p}api_response"
+    op.create_table(
+        response,
+        _ref("member_id"),
+        _id(),
+        _string("key", 191),
+        _string("fingerprint", 64),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        _time("created_at"),
+        _fk(response, "member_id", member),
+        _pk(response),
+        sa.UniqueConstraint("member_id", "key", name=op.f(f"uq_{response}_member_id_key")),
+    )
+
+    referral = f"{p}referral"
+    op.create_table(
+        referral,
+        _ref("referrer_id"),
+        _ref("referee_id"),
+        _id(),
+        _string("status", 16),
+        _string("reason", 32, nullable=True),
+        _string("order_reference", 191, nullable=True),
+        _time("created_at"),
+        _time("decided_at", nullable=True),
+        _fk(referral, "referrer_id", member),
+        _fk(referral, "referee_id", member),
+        _pk(referral),
+        sa.UniqueConstraint("referee_id", name=op.f(f"uq_{referral}_referee_id")),
+        sa.CheckConstraint(
+            "status IN ('pending', 'rewarded', 'capped', 'rejected')", name=op.f(f"ck_{referral}_status")
+        ),
+    )
+    _index(referral, "referrer_id")
+    _index(referral, "status", "id")
+
+    award = f"{p}action_award"
+    op.create_table(
+        award,
+        _ref("member_id"),
+        _id(),
+        _string("action", 64),
+        _string("key", 120),
+        _string("period", 16),
+        _points("points"),
+        _time("created_at"),
+        _fk(award, "member_id", member),
+        _pk(award),
+        sa.UniqueConstraint("member_id", "action", "key", name=op.f(f"uq_{award}_member_id_action_key")),
+    )
+    _index(award, "member_id", "action", "period")
+
+    reminder = f"{p}reminder"
+    op.create_table(
+        reminder,
+        _ref("member_id"),
+        _ref("lot_id"),
+        _id(),
+        sa.Column("window_days", sa.Integer(), nullable=False),
+        _points("points"),
+        _time("expires_at"),
+        _time("created_at"),
+        _fk(reminder, "member_id", member),
+        _fk(reminder, "lot_id", lot),
+        _pk(reminder),
+        sa.UniqueConstraint("lot_id", "window_days", name=op.f(f"uq_{reminder}_lot_id_window_days")),
+    )
+    _index(reminder, "member_id")
+
+    fingerprint = f"{p}payment_fingerprint"
+    op.create_table(
+        fingerprint,
+        _ref("member_id"),
+        _id(),
+        _string("digest", 64),
+        _time("created_at"),
+        _fk(fingerprint, "member_id", member),
+        _pk(fingerprint),
+        sa.UniqueConstraint("member_id", "digest", name=op.f(f"uq_{fingerprint}_member_id_digest")),
+    )
+    _index(fingerprint, "digest")
 
 
 def downgrade() -> None:
