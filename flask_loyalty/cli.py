@@ -17,6 +17,7 @@ from flask.cli import AppGroup
 
 from . import actions
 from . import audit
+from . import idempotency
 from . import jobs
 from . import members
 from . import points as ledger
@@ -140,6 +141,15 @@ def remind_command(now: dt.datetime | None, chunk_size: int | None) -> None:
         click.echo(f"member {r.member_id}: {r.points} points expire from {r.expires_at:%Y-%m-%d} "
                    f"({r.window_days}-day reminder)")  # fmt: skip
     click.echo(f"Sent {len(sent)} reminder(s).")
+
+
+@loyalty_cli.command("purge-responses")
+@click.option("--days", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Delete responses stored more than this many days ago.")  # fmt: skip
+def purge_responses_command(days: int) -> None:
+    """Delete the API's stored Idempotency-Key responses older than --days."""
+    count = idempotency.purge(older_than=dt.timedelta(days=days))
+    click.echo(f"Deleted {count} stored API response(s).")
 
 
 @loyalty_cli.command("evaluate-tiers")

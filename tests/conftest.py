@@ -210,3 +210,12 @@ def run_together(app: Flask, calls: t.Sequence[t.Callable[[], t.Any]], timeout: 
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "a worker thread hung"
     return outcomes
+
+
+@pytest.fixture
+def api_app(app: Flask) -> Flask:
+    """The test app with Flask-Login, for the JSON API's tests."""
+    from .api_support import install_login
+
+    install_login(app)
+    return app

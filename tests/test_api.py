@@ -30,13 +30,6 @@ pytestmark = pytest.mark.settings(
 
 
 @pytest.fixture
-def api_app(app: Flask) -> Flask:
-    """The test app, with Flask-Login."""
-    install_login(app)
-    return app
-
-
-@pytest.fixture
 def owner(api_app: Flask) -> ApiClient:
     """A member with 2,000 points, calling by token."""
     with api_app.app_context():

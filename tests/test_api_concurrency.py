@@ -11,19 +11,11 @@ from flask_loyalty import audit
 from .api_support import ApiClient
 from .api_support import enroll
 from .api_support import error_of
-from .api_support import install_login
 from .api_support import make_reward
 from .conftest import ledger_sum
 from .conftest import run_together
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def api_app(app: Flask) -> Flask:
-    """The test app, with Flask-Login."""
-    install_login(app)
-    return app
 
 
 def test_twenty_members_redeem_a_reward_with_five_in_stock(api_app: Flask) -> None:

@@ -22,13 +22,6 @@ from .conftest import run_together
 
 
 @pytest.fixture
-def api_app(app: Flask) -> Flask:
-    """The test app, with Flask-Login."""
-    install_login(app)
-    return app
-
-
-@pytest.fixture
 def shop(api_app: Flask) -> ApiClient:
     with api_app.app_context():
         client = ApiClient(api_app, enroll("Owner", 2000))
@@ -155,6 +148,20 @@ def test_old_responses_are_purged(api_app: Flask, shop: ApiClient, clock: t.Any)
     with api_app.app_context():
         assert idempotency.purge(older_than=dt.timedelta(days=1), chunk=1) == 1
     assert _count(api_app, "loyalty_api_response") == 1
+
+
+def test_the_purge_command(api_app: Flask, shop: ApiClient, clock: t.Any) -> None:
+    shop.post("/redemptions", json={"reward": "coffee"}, headers={"Idempotency-Key": "old"})
+    clock.advance(days=3)
+    runner = api_app.test_cli_runner()
+    assert runner.invoke(args=["loyalty", "purge-responses", "--days", "4"]).output == (
+        "Deleted 0 stored API response(s).\n"
+    )
+    result = runner.invoke(args=["loyalty", "purge-responses", "--days", "2"])
+    assert result.exit_code == 0 and result.output == "Deleted 1 stored API response(s).\n"
+    assert _count(api_app, "loyalty_api_response") == 0
+    bad = runner.invoke(args=["loyalty", "purge-responses", "--days", "0"])
+    assert bad.exit_code == 2 and "--days" in bad.output
 
 
 def test_a_large_response_is_not_stored(api_app: Flask, shop: ApiClient) -> None:

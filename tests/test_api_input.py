@@ -12,20 +12,12 @@ from flask import Flask
 from .api_support import ApiClient
 from .api_support import enroll
 from .api_support import error_of
-from .api_support import install_login
 from .api_support import make_reward
 from .api_support import snapshot
 from .conftest import START
 
 LINE = {"sku": "TEA", "quantity": 1, "unit_price": "4.50"}
 HUGE = 10**30
-
-
-@pytest.fixture
-def api_app(app: Flask) -> Flask:
-    """The test app, with Flask-Login."""
-    install_login(app)
-    return app
 
 
 def _line(**change: t.Any) -> dict[str, t.Any]:

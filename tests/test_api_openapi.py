@@ -21,15 +21,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E
 from flask_loyalty.api import ENDPOINTS  # noqa: E402
 
 from .api_support import enroll  # noqa: E402
-from .api_support import install_login  # noqa: E402
 from .api_support import make_reward  # noqa: E402
-
-
-@pytest.fixture
-def api_app(app: Flask) -> Flask:
-    """The test app, with Flask-Login."""
-    install_login(app)
-    return app
 
 
 def _document(app: Flask) -> dict[str, t.Any]:
