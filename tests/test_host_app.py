@@ -187,9 +187,10 @@ class Host:
     fired: list[tuple[str, str]]
 
 
-def make_host(url: str, clock: FrozenClock, config: dict[str, t.Any] | None = None, *,
-              mount: bool = True, clash: str | None = None) -> Host:  # fmt: skip
-    """Build the host shop on ``url``; ``mount`` adds the extension, ``clash`` a host table of that name."""
+def host_db(clock: FrozenClock, fired: list[tuple[str, str]]) -> t.Any:
+    """The host's ``db``: a custom base with its own naming convention, table
+    arguments and columns, and listeners that stamp ``updated_at`` and record
+    ``(event, class name)`` in ``fired`` for every insert and update."""
 
     class HostBase(DeclarativeBase):
         metadata = sa.MetaData(naming_convention=HOST_CONVENTION)
@@ -200,7 +201,6 @@ def make_host(url: str, clock: FrozenClock, config: dict[str, t.Any] | None = No
         updated_at: Mapped[dt.datetime] = mapped_column(default=clock)
 
     db = SQLAlchemy(model_class=HostBase)
-    fired: list[tuple[str, str]] = []
 
     def stamp(event: str) -> t.Callable[..., None]:
         def listener(mapper: t.Any, connection: t.Any, target: t.Any) -> None:
@@ -211,6 +211,15 @@ def make_host(url: str, clock: FrozenClock, config: dict[str, t.Any] | None = No
 
     sa.event.listen(db.Model, "before_insert", stamp("insert"), propagate=True)
     sa.event.listen(db.Model, "before_update", stamp("update"), propagate=True)
+    return db
+
+
+def make_host(url: str, clock: FrozenClock, config: dict[str, t.Any] | None = None, *,
+              mount: bool = True, clash: str | None = None) -> Host:  # fmt: skip
+    """Build the host shop on ``url``; ``mount`` adds the extension, ``clash`` a host table of that name."""
+
+    fired: list[tuple[str, str]] = []
+    db = host_db(clock, fired)
 
     class User(db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = "shop_user"

@@ -18,7 +18,6 @@ ledger, entry for entry:
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import random
 import re
 import threading
@@ -30,7 +29,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
@@ -59,7 +57,7 @@ from .conftest import START
 from .test_host_app import close_app
 from .test_host_app import describe
 from .test_host_app import empty_database
-from .test_host_app import HOST_CONVENTION
+from .test_host_app import host_db
 from .test_host_app import schema
 from .test_host_app import wipe
 
@@ -211,25 +209,7 @@ class HostShop:
         #: ``(event, class name)`` each time the host's base listener fired.
         self.fired: list[tuple[str, str]] = []
 
-        class HostBase(DeclarativeBase):
-            metadata = sa.MetaData(naming_convention=HOST_CONVENTION)
-            __table_args__ = {"comment": "shop table", "mysql_engine": "InnoDB"}
-
-            id: Mapped[int] = mapped_column(primary_key=True)
-            created_at: Mapped[dt.datetime] = mapped_column(default=clock)
-            updated_at: Mapped[dt.datetime] = mapped_column(default=clock)
-
-        db = SQLAlchemy(model_class=HostBase)
-
-        def stamp(event: str) -> t.Callable[..., None]:
-            def listener(mapper: t.Any, connection: t.Any, target: t.Any) -> None:
-                self.fired.append((event, type(target).__name__))
-                target.updated_at = clock()
-
-            return listener
-
-        sa.event.listen(db.Model, "before_insert", stamp("insert"), propagate=True)
-        sa.event.listen(db.Model, "before_update", stamp("update"), propagate=True)
+        db = host_db(clock, self.fired)
 
         class User(db.Model):  # type: ignore[name-defined,misc]
             __tablename__ = "shop_user"
