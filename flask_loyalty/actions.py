@@ -117,8 +117,13 @@ def configured_actions(app: t.Any = None) -> dict[str, Action]:
     found: dict[str, Action] = {}
     for name, values in configured.items():
         if not isinstance(values, t.Mapping) or set(values) - {"points", "cap", "per"}:
-            raise ValueError(f"LOYALTY_ACTIONS[{name!r}] must be a mapping with points, cap and per.")
-        found[name] = Action(name, **values)
+            raise ValueError(
+                f"LOYALTY_ACTIONS[{name!r}] must be a mapping with points, cap and per, not {values!r}."
+            )
+        try:
+            found[name] = Action(name, **values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"LOYALTY_ACTIONS[{name!r}]: {error}") from None
     return found
 
 

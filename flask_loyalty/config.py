@@ -135,3 +135,14 @@ def decimal_setting(value: t.Any, what: str) -> Decimal:
     if not number.is_finite() or number < 0:
         raise ValueError(f"{what} must be a finite number of at least 0, not {value!r}.")
     return number
+
+
+def choice_value(key: str, choices: t.Sequence[str], app: Flask | None = None) -> str:
+    """Return the configuration ``key`` if it is one of ``choices``.
+
+    :raises ValueError: naming the key and the choices, for any other value.
+    """
+    value = config_value(key, app)
+    if value not in choices:
+        raise ValueError(f"{PREFIX}{key} must be one of {tuple(choices)}, not {value!r}.")
+    return t.cast(str, value)

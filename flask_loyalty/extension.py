@@ -15,6 +15,7 @@ from werkzeug.utils import import_string
 
 from . import autohooks
 from .config import apply_defaults
+from .config import choice_value
 from .config import CLAWBACK_POLICIES
 from .config import config_value
 from .config import decimal_setting
@@ -273,9 +274,7 @@ class Loyalty:
 
 
 def _check_config(app: Flask) -> None:
-    policy = config_value("CLAWBACK_POLICY", app)
-    if policy not in CLAWBACK_POLICIES:
-        raise ValueError(f"LOYALTY_CLAWBACK_POLICY must be one of {CLAWBACK_POLICIES}, not {policy!r}.")
+    choice_value("CLAWBACK_POLICY", CLAWBACK_POLICIES, app)
     code = config_value("CURRENCY", app)
     if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
         raise ValueError(f"LOYALTY_CURRENCY must be an ISO 4217 code such as 'USD', not {code!r}.")
@@ -307,10 +306,12 @@ def _check_config(app: Flask) -> None:
         )
     if config_value("PAGE_SIZE", app) > 500:
         raise ValueError(f"LOYALTY_PAGE_SIZE must be at most 500, not {config_value('PAGE_SIZE', app)!r}.")
-    if decimal_setting(config_value("POINT_VALUE", app), "LOYALTY_POINT_VALUE") == 0:
-        raise ValueError("LOYALTY_POINT_VALUE must be greater than 0.")
-    if decimal_setting(config_value("REDEEM_MAX_SHARE", app), "LOYALTY_REDEEM_MAX_SHARE") > 1:
-        raise ValueError("LOYALTY_REDEEM_MAX_SHARE must be between 0 and 1.")
+    value = config_value("POINT_VALUE", app)
+    if decimal_setting(value, "LOYALTY_POINT_VALUE") == 0:
+        raise ValueError(f"LOYALTY_POINT_VALUE must be greater than 0, not {value!r}.")
+    share = config_value("REDEEM_MAX_SHARE", app)
+    if decimal_setting(share, "LOYALTY_REDEEM_MAX_SHARE") > 1:
+        raise ValueError(f"LOYALTY_REDEEM_MAX_SHARE must be between 0 and 1, not {share!r}.")
     for key in ("URL_PREFIX", "API_URL_PREFIX"):
         prefix = config_value(key, app)
         if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -410,8 +411,7 @@ def _check_growth(app: Flask) -> None:
     cap = config_value("REFERRAL_CAP", app)
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         raise ValueError(f"LOYALTY_REFERRAL_CAP must be None or a whole number of at least 1, not {cap!r}.")
-    if config_value("REFERRAL_CAP_PERIOD", app) not in PERIODS:
-        raise ValueError(f"LOYALTY_REFERRAL_CAP_PERIOD must be one of {', '.join(PERIODS)}.")
+    choice_value("REFERRAL_CAP_PERIOD", PERIODS, app)
     windows = config_value("REMINDER_WINDOWS", app)
     if not isinstance(windows, list | tuple) or not all(
         isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 3650 for w in windows

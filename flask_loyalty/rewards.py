@@ -444,6 +444,25 @@ def _check_code(code: t.Any) -> str:
     return code.strip().upper().replace("-", "")
 
 
+def _by_code(code: t.Any, member: t.Any) -> t.Any:
+    """The redemption row with ``code`` (the member's, when given), or :class:`NotFound`."""
+    found = _check_code(code)
+    member_id = None if member is None else member_for_user(member)
+    store = current_loyalty.store
+    row = store.atomic(lambda: store.find_redemption(code=found, member_id=member_id))
+    if row is None:
+        raise NotFound(f"There is no redemption code {code!r}.")
+    return row
+
+
+def _check_usable(row: t.Any, now: dt.datetime) -> None:
+    """Refuse a code that was used, cancelled or has expired."""
+    if row.status == "issued" and row.expires_at is not None and row.expires_at <= now:
+        raise InvalidState(f"Code {row.code} has expired.")
+    if row.status != "issued":
+        raise InvalidState(f"Code {row.code} is {row.status}.")
+
+
 def check_code(code: str, *, member: t.Any = None) -> Redemption:
     """The redemption with ``code`` if it can be used now.
 
@@ -451,22 +470,9 @@ def check_code(code: str, *, member: t.Any = None) -> Redemption:
     :raises NotFound: for an unknown code (or another member's).
     :raises InvalidState: if it was used, cancelled or has expired.
     """
-    found = _check_code(code)
-    member_id = None if member is None else member_for_user(member)
-    state = current_loyalty
-    row = state.store.atomic(lambda: state.store.find_redemption(code=found, member_id=member_id))
-    if row is None:
-        raise NotFound(f"There is no redemption code {code!r}.")
-    redemption = Redemption.from_row(row)
-    if (
-        redemption.status == "issued"
-        and redemption.expires_at is not None
-        and redemption.expires_at <= state.now()
-    ):
-        raise InvalidState(f"Code {found} has expired.")
-    if redemption.status != "issued":
-        raise InvalidState(f"Code {found} is {redemption.status}.")
-    return redemption
+    row = _by_code(code, member)
+    _check_usable(row, current_loyalty.now())
+    return Redemption.from_row(row)
 
 
 def use_code(code: str, *, order_reference: str, member: t.Any = None) -> Redemption:
@@ -479,21 +485,13 @@ def use_code(code: str, *, order_reference: str, member: t.Any = None) -> Redemp
         expired.
     """
     reference = check_key(order_reference)
-    found = _check_code(code)
-    member_id = None if member is None else member_for_user(member)
-    state = current_loyalty
-    row = state.store.atomic(lambda: state.store.find_redemption(code=found, member_id=member_id))
-    if row is None:
-        raise NotFound(f"There is no redemption code {code!r}.")
+    row = _by_code(code, member)
 
     def work(op: Operation) -> Redemption:
         locked = op.store.find_redemption(redemption_id=row.id, lock=True)
         if locked.status == "used" and locked.order_reference == reference:
             return Redemption.from_row(locked, replayed=True)
-        if locked.status != "issued":
-            raise InvalidState(f"Code {found} is {locked.status}.")
-        if locked.expires_at is not None and locked.expires_at <= op.now:
-            raise InvalidState(f"Code {found} has expired.")
+        _check_usable(locked, op.now)
         op.store.set_redemption(
             locked.id, {"status": "used", "used_at": op.now, "order_reference": reference}
         )

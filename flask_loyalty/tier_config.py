@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from flask import Flask
 
+from .config import choice_value
 from .config import config_value
 from .config import decimal_setting
 from .money import decimals
@@ -61,10 +62,7 @@ def tier_metric(app: Flask | None = None) -> str:
 
     :raises ValueError: for a value that is not one of :data:`TIER_METRICS`.
     """
-    metric = config_value("TIER_METRIC", app)
-    if metric not in TIER_METRICS:
-        raise ValueError(f"LOYALTY_TIER_METRIC must be one of {TIER_METRICS}, not {metric!r}.")
-    return t.cast(str, metric)
+    return choice_value("TIER_METRIC", TIER_METRICS, app)
 
 
 def tier_period(app: Flask | None = None) -> str:
@@ -72,10 +70,7 @@ def tier_period(app: Flask | None = None) -> str:
 
     :raises ValueError: for a value that is not one of :data:`TIER_PERIODS`.
     """
-    period = config_value("TIER_PERIOD", app)
-    if period not in TIER_PERIODS:
-        raise ValueError(f"LOYALTY_TIER_PERIOD must be one of {TIER_PERIODS}, not {period!r}.")
-    return t.cast(str, period)
+    return choice_value("TIER_PERIOD", TIER_PERIODS, app)
 
 
 def grace_days(app: Flask | None = None) -> int:

@@ -103,10 +103,16 @@ def app(
     app, db = make_app(engine_url(engine, tmp_path), clock, config)
     reset_schema(app, db, engine)
     yield app
+    close_app(app)
+
+
+def close_app(app: Flask) -> None:
+    """End the app's session and close its connections."""
     with app.app_context():
+        db = app.extensions["sqlalchemy"]
         db.session.remove()
-        for eng in db.engines.values():
-            eng.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from werkzeug.serving import make_server
 
 from example_shop import create_app
 from example_shop.demo import OWNER
-from example_shop.extensions import db
+
+from .conftest import close_app
 
 CHROMIUM = os.environ.get("LOYALTY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -51,10 +52,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, st
     yield app, f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(10)
-    with app.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
+    close_app(app)
 
 
 @pytest.fixture(scope="module")

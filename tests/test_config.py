@@ -173,6 +173,28 @@ def test_other_keys_of_the_app_are_left_alone() -> None:
         ("TABLE_PREFIX", ""),
         ("TABLE_PREFIX", "loyalty-"),
         ("TABLE_PREFIX", "a_very_long_table_prefix_"),
+        ("POINT_VALUE", "0"),
+        ("POINT_VALUE", 0.01),
+        ("POINT_VALUE", "-1"),
+        ("POINT_VALUE", "cheap"),
+        ("REDEEM_MAX_SHARE", "1.5"),
+        ("REDEEM_MAX_SHARE", 0.5),
+        ("REDEEM_MINIMUM", 0),
+        ("REDEEM_STEP", "100"),
+        ("RESERVATION_TTL", 0),
+        ("PAGE_SIZE", 0),
+        ("PAGE_SIZE", 501),
+        ("EXPIRING_SOON_DAYS", 0),
+        ("URL_PREFIX", "loyalty"),
+        ("API_URL_PREFIX", None),
+        ("ACTIONS", ["signup"]),
+        ("REFERRAL_REFEREE_BONUS", -1),
+        ("REFERRAL_REFERRER_BONUS", "500"),
+        ("REFERRAL_MINIMUM_ORDER", 20.0),
+        ("REFERRAL_CAP", 0),
+        ("REFERRAL_CAP_PERIOD", "fortnight"),
+        ("REMINDER_WINDOWS", (30, 0)),
+        ("REMINDER_WINDOWS", 7),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_key(key: str, value: t.Any) -> None:
@@ -180,6 +202,30 @@ def test_invalid_values_raise_value_error_naming_the_key(key: str, value: t.Any)
     with pytest.raises(ValueError, match=PREFIX + key) as info:
         Loyalty(app)
     assert repr(value) in str(info.value)
+    assert "loyalty" not in app.extensions
+
+
+@pytest.mark.parametrize(
+    ("actions", "problem"),
+    [
+        ({"signup": 100}, "['signup'] must be a mapping with points, cap and per, not 100."),
+        (
+            {"review": {"points": 0}},
+            "['review']: Action 'review': points must be a whole number from 1, not 0.",
+        ),
+        (
+            {"review": {"points": 5, "cap": 1}},
+            "['review']: Action 'review': give both cap and per, or neither.",
+        ),
+        ({"review": {"points": 5, "cap": 1, "per": "fortnight"}}, "['review']: Action 'review': per must be"),
+        ({"review": {"points": 5, "bonus": 1}}, "['review'] must be a mapping with points, cap and per"),
+    ],
+)
+def test_invalid_actions_name_the_entry_and_the_problem(actions: t.Any, problem: str) -> None:
+    app = make_app(LOYALTY_ACTIONS=actions)
+    with pytest.raises(ValueError) as info:
+        Loyalty(app)
+    assert str(info.value).startswith("LOYALTY_ACTIONS" + problem)
     assert "loyalty" not in app.extensions
 
 

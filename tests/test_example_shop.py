@@ -19,6 +19,7 @@ from example_shop.extensions import loyalty
 from flask_loyalty import members
 from flask_loyalty import rewards
 
+from .conftest import close_app
 from .conftest import engine_url
 from .conftest import reset_schema
 
@@ -41,10 +42,7 @@ def shop(engine: str, tmp_path: t.Any) -> t.Iterator[Flask]:
     app = shop_app(engine_url(engine, tmp_path))
     reset_schema(app, db, engine)
     yield app
-    with app.app_context():
-        db.session.remove()
-        for eng in db.engines.values():
-            eng.dispose()
+    close_app(app)
 
 
 @pytest.fixture
@@ -52,10 +50,7 @@ def seeded(tmp_path: t.Any) -> t.Iterator[Flask]:
     """The shop on SQLite, filled with the demo data on its first run."""
     app = shop_app(f"sqlite:///{tmp_path / 'shop.sqlite'}", SHOP_DEMO_DATA=True)
     yield app
-    with app.app_context():
-        db.session.remove()
-        for eng in db.engines.values():
-            eng.dispose()
+    close_app(app)
 
 
 def verify(app: Flask) -> str:

@@ -35,6 +35,7 @@ from flask_loyalty.models import build_models
 from flask_loyalty.testing import FrozenClock
 
 from .conftest import _prepared
+from .conftest import close_app
 from .conftest import engine_url
 
 #: The extension's tables, without the prefix.
@@ -240,15 +241,6 @@ def make_host(url: str, clock: FrozenClock, config: dict[str, t.Any] | None = No
     if mount:
         Loyalty(app, db=db, clock=clock)
     return Host(app, db, User, Order, fired)
-
-
-def close_app(app: Flask) -> None:
-    """End the app's session and close its connections."""
-    with app.app_context():
-        db = app.extensions["sqlalchemy"]
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
 
 
 @pytest.fixture

@@ -52,9 +52,9 @@ from flask_loyalty.models import build_models
 from flask_loyalty.testing import FrozenClock
 from flask_loyalty.transaction import is_retryable
 
+from .conftest import close_app
 from .conftest import make_app
 from .conftest import START
-from .test_host_app import close_app
 from .test_host_app import describe
 from .test_host_app import empty_database
 from .test_host_app import host_db
