@@ -1,14 +1,17 @@
 """Accrual: one paid order becomes an order row, a lot, a ledger entry and a balance.
 
-*Ours* is what a shop using the extension's own ``Order`` model does when an
-order is paid: add the ``Order`` through its session, flush to get the id, and
-call :func:`flask_loyalty.points.earn` with the key ``order:<id>``; the earn
-joins the shop's transaction and commits both (one transaction, as a host's
-request would have it).
+*Ours* is what a shop does when an order is paid: it calls
+:func:`flask_loyalty.orders.order_paid` with the order (here as
+:class:`~flask_loyalty.adapters.OrderData` with one line). In one transaction
+the extension locks the member, checks that the order is new and has no
+checkout hold, prices it with the earning rules (10 points per currency unit,
+the default), records the order and its line, and credits the points: the
+member's balances, a lot and a ledger entry.
 
-*The floor* is raw DB-API code doing the same four writes and one commit:
-insert the order, update the member's cached balances (``RETURNING`` the
-balances the entry records), insert the lot, insert the entry.
+*The floor* is raw DB-API code doing the same five writes and one commit:
+insert the order and its line, update the member's cached balances
+(``RETURNING`` the balances the entry records), insert the lot, insert the
+entry. It reads nothing and prices nothing.
 
 Metric: orders per second; target: ours >= 0.6 x the floor.
 """
@@ -19,8 +22,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 import time
+from decimal import Decimal
 
-from flask_loyalty import points
+from flask_loyalty import orders
+from flask_loyalty.adapters import OrderData
+from flask_loyalty.rules import LineContext
 
 from .harness import Bench
 from .harness import ENTRY_COLUMNS
@@ -34,8 +40,10 @@ from .harness import utcnow
 TARGET = 0.6
 #: Members the orders are spread over.
 MEMBERS = 100
-#: Points per currency unit (the classic rule), on totals in minor units (cents).
+#: Points per currency unit (the classic rule, ``LOYALTY_EARN_RATE``'s default).
 RATE = 10
+#: The sku of every order's one line.
+SKU = "TEA-100"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +60,18 @@ def _order(n: int) -> tuple[str, int, int]:
 
 
 def _ours(bench: Bench, first: int, count: int) -> float:
-    """Pay ``count`` orders through the ORM and :func:`points.earn`; return orders/s."""
-    order_model = bench.models.Order
+    """Pay ``count`` orders with :func:`orders.order_paid`; return orders/s."""
     with bench.app.app_context():
-        session = bench.db.session
         started = time.perf_counter()
         for n in range(first, first + count):
             reference, member_id, total = _order(n)
-            order = order_model(
-                reference=reference, member_id=member_id, currency="USD", total_minor=total, status="paid"
+            amount = Decimal(total).scaleb(-2)
+            line = LineContext(sku=SKU, quantity=1, unit_price=amount)
+            orders.order_paid(
+                OrderData(reference=reference, user=member_id, currency="USD", total=amount, lines=(line,))
             )
-            session.add(order)
-            session.flush()
-            points.earn(member_id, total * RATE // 100, key=f"order:{order.id}", reason="order paid")
         elapsed = time.perf_counter() - started
-        session.remove()
+        bench.db.session.remove()
     return count / elapsed
 
 
@@ -74,8 +79,13 @@ def _floor(bench: Bench, raw: Raw, first: int, count: int) -> float:
     """Pay ``count`` orders with raw DB-API statements; return orders/s."""
     insert_order = bench.insert(
         "order",
-        "reference, member_id, currency, total_minor, status, created_at",
-        "VALUES (?, ?, ?, ?, ?, ?{defaults}) RETURNING id",
+        "reference, member_id, currency, total_minor, status, points, params_hash, created_at, paid_at",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?{defaults}) RETURNING id",
+    )
+    insert_line = bench.insert(
+        "line",
+        "order_id, sku, name, quantity, unit_price_minor, points",
+        "VALUES (?, ?, ?, ?, ?, ?{defaults})",
     )
     update_member = bench.sql(
         "UPDATE {member} SET available = available + ?, lifetime_earned = lifetime_earned + ?"
@@ -96,15 +106,30 @@ def _floor(bench: Bench, raw: Raw, first: int, count: int) -> float:
         reference, member_id, total = _order(n)
         pts = total * RATE // 100
         now = bench.ts(utcnow())
+        key = f"order:{reference}"
+        digest = hashlib.sha256(f"earn:{key}:{pts}".encode()).hexdigest()
         raw.begin()
-        order_id = raw.run(insert_order, (reference, member_id, "USD", total, "paid", now)).fetchone()[0]
+        order_id = raw.run(
+            insert_order, (reference, member_id, "USD", total, "paid", pts, digest, now, now)
+        ).fetchone()[0]
+        raw.run(insert_line, (order_id, SKU, "", 1, total, pts))
         available, pending, reserved = raw.run(update_member, (pts, pts, member_id)).fetchone()
         lot_id = raw.run(insert_lot, (member_id, pts, pts, False, False, now, None, now)).fetchone()[0]
-        key = f"order:{order_id}"
-        digest = hashlib.sha256(f"earn:{key}:{pts}".encode()).hexdigest()
         raw.run(
             insert_entry,
-            (member_id, pts, pts, available, pending, reserved, key, digest, lot_id, "order paid", now),
+            (
+                member_id,
+                pts,
+                pts,
+                available,
+                pending,
+                reserved,
+                key,
+                digest,
+                lot_id,
+                f"order {reference}",
+                now,
+            ),
         )
         raw.commit()
     return count / (time.perf_counter() - started)
@@ -113,10 +138,11 @@ def _floor(bench: Bench, raw: Raw, first: int, count: int) -> float:
 def _check(bench: Bench, orders: int) -> bool:
     """Every order has exactly one earn entry and the balances equal the ledger."""
     entries = bench.scalar(bench.sql("SELECT COUNT(*) FROM {entry} WHERE kind = 'earn'"))
+    recorded = bench.scalar(bench.sql("SELECT COUNT(*) FROM {order} o JOIN {line} l ON l.order_id = o.id"))
     cached = bench.scalar(bench.sql("SELECT SUM(available) FROM {member}"))
     ledger = bench.scalar(bench.sql("SELECT SUM(delta_available) FROM {entry}"))
     lots = bench.scalar(bench.sql("SELECT SUM(remaining) FROM {lot}"))
-    return int(entries) == orders and int(cached) == int(ledger) == int(lots)
+    return int(entries) == int(recorded) == orders and int(cached) == int(ledger) == int(lots)
 
 
 def run(bench: Bench, sizes: Sizes) -> Result:

@@ -23,7 +23,6 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_loyalty import Loyalty
-from flask_loyalty.config import DEFAULTS
 from flask_loyalty.models import Models
 
 #: Table prefix of the benchmark's tables.
@@ -40,6 +39,7 @@ TABLES = {
     "entry": "ledger_entry",
     "allocation": "lot_allocation",
     "order": "order",
+    "line": "order_line",
 }
 #: Seconds a raw SQLite connection waits for the write lock (the pysqlite default).
 SQLITE_TIMEOUT = 5.0
@@ -166,10 +166,9 @@ class Bench:
             SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 20, "max_overflow": 0},
             LOYALTY_TABLE_PREFIX=PREFIX,
             LOYALTY_CLI_GROUP=None,
+            # The workloads call the ledger and the order hooks themselves.
+            LOYALTY_ORDER_EVENTS_ENABLED=False,
         )
-        if "ORDER_EVENTS_ENABLED" in DEFAULTS:
-            # The accrual workload pays orders by calling points.earn itself.
-            app.config["LOYALTY_ORDER_EVENTS_ENABLED"] = False
         self.db = SQLAlchemy(app)
         Loyalty(app, db=self.db)
         #: The Flask app with the extension.
@@ -187,8 +186,8 @@ class Bench:
     def sql(self, text: str, **names: str) -> str:
         """Adapt SQL written with ``?`` placeholders and ``FOR UPDATE`` to the engine.
 
-        ``{member}``, ``{lot}``, ``{entry}``, ``{allocation}`` and ``{order}``
-        are replaced by table names, other ``{name}`` by ``names``.
+        ``{member}``, ``{lot}``, ``{entry}``, ``{allocation}``, ``{order}`` and
+        ``{line}`` are replaced by table names, other ``{name}`` by ``names``.
         """
         text = text.format(**{key: self.table(name) for key, name in TABLES.items()}, **names)
         if self.engine == "sqlite":
@@ -203,7 +202,7 @@ class Bench:
         ``columns`` and their values, as SQL literals, replace ``{defaults}``
         in ``rest`` (at the end of the ``VALUES`` or ``SELECT`` list).
 
-        :param table: ``"member"``, ``"lot"``, ``"entry"``, ``"allocation"`` or ``"order"``.
+        :param table: a key of :data:`TABLES` (``"member"``, ``"lot"``, ``"order"``...).
         :param prefix: SQL before ``INSERT`` (a ``WITH`` clause).
         :raises RuntimeError: if a required column has neither a value nor a
             constant default.

@@ -166,11 +166,17 @@ def configured_rules() -> RuleSet:
     )
 
 
-def rules_at(at: dt.datetime) -> RuleSet:
-    """Every rule in force at ``at``: configuration, stored campaigns, callbacks."""
+def rules_at(at: dt.datetime, campaigns: t.Sequence[t.Any] | None = None) -> RuleSet:
+    """Every rule in force at ``at``: configuration, stored campaigns, callbacks.
+
+    :param campaigns: the stored campaigns in force at ``at`` (rows), if the
+        caller has read them; read here otherwise.
+    """
     state = current_loyalty
     base = configured_rules()
-    stored = tuple(campaign_from(stored_campaign(row)) for row in state.store.active_campaigns(at))
+    if campaigns is None:
+        campaigns = state.store.active_campaigns(at)
+    stored = tuple(campaign_from(stored_campaign(row)) for row in campaigns)
     return RuleSet(
         **{
             **base.__dict__,

@@ -69,6 +69,11 @@ def parse_amount(value: MoneyInput, code: str | None = None) -> Decimal:
 
     :raises InvalidRequest: if ``value`` is not an exact amount of the currency.
     """
+    return _exact(value, decimals(code))
+
+
+def _exact(value: MoneyInput, exp: int) -> Decimal:
+    """:func:`parse_amount` for a currency with ``exp`` decimals."""
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidRequest(f"Money must be a Decimal, int or str, not {value!r}.")
     try:
@@ -77,7 +82,6 @@ def parse_amount(value: MoneyInput, code: str | None = None) -> Decimal:
         raise InvalidRequest(f"{value!r} is not an amount of money.") from None
     if not amount.is_finite():
         raise InvalidRequest(f"{value!r} is not a finite amount of money.")
-    exp = decimals(code)
     # Checked before quantizing, which fails on more digits than the context holds.
     if amount.copy_abs() > Decimal(MAX_MINOR).scaleb(-exp):
         raise InvalidRequest(f"{value!r} is too large an amount of money.")
@@ -91,7 +95,8 @@ def to_minor(value: MoneyInput, code: str | None = None) -> int:
 
     Exact: see :func:`parse_amount` for what is refused.
     """
-    return int(parse_amount(value, code).scaleb(decimals(code)))
+    exp = decimals(code)
+    return int(_exact(value, exp).scaleb(exp))
 
 
 def from_minor(minor: int, code: str | None = None) -> Decimal:

@@ -6,10 +6,25 @@ rest of the store, the only code that touches the database session.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import typing as t
 
 import sqlalchemy as sa
+
+
+@dataclasses.dataclass(frozen=True)
+class PaidOrderState:
+    """What paying an order reads, under the member's lock (see :meth:`OrderQueries.paid_order_state`)."""
+
+    #: The order's row (locked), or ``None`` if the order is new.
+    order: t.Any
+    #: The order's held reservations (locked), newest first.
+    held: list[t.Any]
+    #: The member's tier.
+    tier: str | None
+    #: The stored campaigns in force (rows, oldest first).
+    campaigns: list[t.Any]
 
 
 class OrderQueries:
@@ -18,6 +33,68 @@ class OrderQueries:
     models: t.Any
     execute: t.Callable[..., t.Any]
     fresh: t.Callable[[t.Any], t.Any]
+    prepared: t.Callable[..., t.Any]
+    order_reservations: t.Callable[[int, str], list[t.Any]]
+    if t.TYPE_CHECKING:
+
+        @property
+        def dialect(self) -> str:
+            """The dialect's name (see :attr:`LoyaltyStore.dialect`)."""
+
+    def paid_order_state(self, member_id: int, reference: str, at: dt.datetime) -> PaidOrderState:
+        """Everything paying order ``reference`` reads, the member being locked already.
+
+        On PostgreSQL and SQLite one statement tells whether the order
+        exists, whether it has held reservations and whether any stored
+        campaign is in force, and reads the member's tier; only what exists
+        is then read in full. A first payment with no hold and no campaign
+        reads one row. On MySQL and MariaDB, whose reads inside a host's
+        transaction must lock to see the latest rows, each is read on its own.
+        """
+        if self.dialect in ("mysql", "mariadb"):
+            has_order = has_held = has_campaigns = True
+            tier = self.member_tier(member_id)[0]
+        else:
+            probe = self.execute(
+                self.prepared("paid_order_probe", self._build_paid_order_probe),
+                {"b_member": member_id, "b_reference": reference, "b_key": f"order:{reference}", "b_at": at},
+            ).one()
+            has_order, has_held, has_campaigns = probe.order_id is not None, probe.held, probe.campaigns
+            tier = probe.tier
+        held = self.order_reservations(member_id, reference) if has_held else []
+        return PaidOrderState(
+            order=self.find_order(reference) if has_order else None,
+            held=[r for r in held if r.status == "held"],
+            tier=tier,
+            campaigns=self.active_campaigns(at) if has_campaigns else [],
+        )
+
+    def _build_paid_order_probe(self) -> t.Any:
+        o, m = self.models.Order.__table__, self.models.Member.__table__
+        v = self.models.Reservation.__table__
+        reference: sa.BindParameter[str] = sa.bindparam("b_reference")
+        held = sa.exists().where(
+            v.c.member_id == sa.bindparam("b_member"),
+            v.c.status == "held",
+            sa.or_(v.c.reference == reference, v.c.source_key == sa.bindparam("b_key")),
+        )
+        campaigns = sa.exists().where(
+            *self._campaign_in_force(sa.bindparam("b_at", type_=o.c.created_at.type))
+        )
+        return sa.select(
+            sa.select(o.c.id).where(o.c.reference == reference).scalar_subquery().label("order_id"),
+            held.label("held"),
+            campaigns.label("campaigns"),
+            sa.select(m.c.tier).where(m.c.id == sa.bindparam("b_member")).scalar_subquery().label("tier"),
+        )
+
+    def _campaign_in_force(self, at: t.Any) -> tuple[sa.ColumnElement[bool], ...]:
+        c = self.models.Campaign.__table__
+        return (
+            c.c.active.is_(True),
+            sa.or_(c.c.starts_at.is_(None), c.c.starts_at <= at),
+            sa.or_(c.c.ends_at.is_(None), c.c.ends_at > at),
+        )
 
     def find_order(self, reference: str) -> t.Any:
         """The order row with ``reference`` (locking read), or ``None``."""
@@ -28,7 +105,7 @@ class OrderQueries:
         """Insert an order (``order_id`` ``None``) or update one; return its id."""
         o = self.models.Order.__table__
         if order_id is None:
-            return int(self.execute(o.insert().values(**values)).inserted_primary_key[0])
+            return int(self.execute(self.prepared("insert_order", o.insert), values).inserted_primary_key[0])
         self.execute(o.update().where(o.c.id == order_id).values(**values))
         return order_id
 
@@ -41,11 +118,21 @@ class OrderQueries:
             ).all()
         )
 
-    def replace_order_lines(self, order_id: int, lines: list[dict[str, t.Any]]) -> None:
+    def replace_order_lines(self, order_id: int, lines: list[dict[str, t.Any]], *, new: bool = False) -> None:
         """Make the order's lines ``lines``: updated in place when the order
         already has as many lines (the shop's own rows keep their ids),
-        replaced otherwise."""
+        replaced otherwise.
+
+        :param new: the order was inserted in this transaction and has no
+            lines yet: they are inserted without reading.
+        """
         ln = self.models.OrderLine.__table__
+        if new:
+            self.execute(
+                self.prepared("insert_order_line", ln.insert),
+                [{**line, "order_id": order_id} for line in lines],
+            )
+            return
         ids = list(
             self.execute(sa.select(ln.c.id).where(ln.c.order_id == order_id).order_by(ln.c.id)).scalars()
         )
@@ -94,17 +181,7 @@ class OrderQueries:
         """Stored campaigns (rows, oldest first) that are switched on and whose
         window contains ``at``."""
         c = self.models.Campaign.__table__
-        return list(
-            self.execute(
-                sa.select(c)
-                .where(
-                    c.c.active.is_(True),
-                    sa.or_(c.c.starts_at.is_(None), c.c.starts_at <= at),
-                    sa.or_(c.c.ends_at.is_(None), c.c.ends_at > at),
-                )
-                .order_by(c.c.id)
-            ).all()
-        )
+        return list(self.execute(sa.select(c).where(*self._campaign_in_force(at)).order_by(c.c.id)).all())
 
     def member_tier(self, member_id: int) -> tuple[str | None, dt.datetime | None]:
         """The member's tier and since when."""

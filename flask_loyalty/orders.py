@@ -145,7 +145,9 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
 
     def work(op: Operation) -> OrderOutcome:
         store = op.store
-        row = store.find_order(data.reference)
+        when = paid_at or op.now
+        state = store.paid_order_state(member_id, data.reference, when)
+        row = state.order
         if row is not None and row.member_id != member_id:
             raise InvalidRequest(f"Order {data.reference!r} belongs to another member.")
         if row is not None and row.status == "cancelled":
@@ -157,15 +159,13 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             found = (Posting.from_row(prior, replayed=True),) if prior else ()
             return OrderOutcome(data.reference, member_id, row.status, row.points, found, replayed=True)
         postings: tuple[Posting, ...] = ()
-        held = [r for r in store.order_reservations(member_id, data.reference) if r.status == "held"]
-        if held:
-            op = op.then("capture", held[0].source_key)
+        if state.held:
+            op = op.then("capture", state.held[0].source_key)
             captured = capture_within(op, None, {"actor": None, "reason": f"order {data.reference} paid"})
             op.notify(signals.points_captured, member_id=member_id, entry=captured)
             postings = (captured,)
-        when = paid_at or op.now
-        tier = store.member_tier(member_id)[0]
-        quote = evaluate(context(data, member_id, when, tier), rules_at(when))
+        tier = state.tier
+        quote = evaluate(context(data, member_id, when, tier), rules_at(when, state.campaigns))
         dry = bool(config_value("DRY_RUN_ENABLED"))
         if dry:
             log.info("Dry run: order %s would earn %s points: %s", data.reference, quote.points, quote)
@@ -184,7 +184,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
              "unit_price_minor": to_minor(ln.unit_price), "discount_minor": to_minor(ln.discount),
              "points": 0 if dry else part.points, "refunded_quantity": 0, "refunded_points": 0}
             for ln, part in zip(data.lines, quote.lines, strict=True)
-        ])  # fmt: skip
+        ], new=row is None)  # fmt: skip
         if earned:
             pending_days = int(config_value("PENDING_DAYS"))
             expiry_days = config_value("POINTS_EXPIRY_DAYS")

@@ -162,6 +162,24 @@ class SignalRecorder:
 
 
 @pytest.fixture
+def statements(db: t.Any) -> t.Iterator[t.Callable[[], list[str]]]:
+    """Call it to record the first word of each statement the engine runs from then on."""
+    seen: list[str] = []
+    engine = db.engine
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    def start() -> list[str]:
+        sa.event.listen(engine, "before_cursor_execute", record)
+        return seen
+
+    yield start
+    if sa.event.contains(engine, "before_cursor_execute", record):
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
 def signals() -> t.Iterator[SignalRecorder]:
     """A :class:`SignalRecorder` connected to every public signal."""
     recorder = SignalRecorder()

@@ -171,6 +171,35 @@ def test_the_classic_order_earns_3000_points(app, db, member, signals):
     assert all(sender is app for _, sender, _ in signals.sent)
 
 
+def test_paying_a_new_order_locks_reads_one_row_and_writes_it(db, member, statements):
+    """A first payment with no checkout hold and no stored campaign locks the
+    member, reads one row telling it so (the order is new, nothing is held, no
+    campaign is on) and writes the order, its lines, the balances, the lot and
+    the entry. MySQL and MariaDB read the order, holds, tier and campaigns
+    one by one, with locking reads."""
+    member_id = member.id
+    seen = statements()
+    assert order_paid(classic(member_id)).points == 3000
+    kinds = [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE")]
+    reads = 5 if db.engine.dialect.name in ("mysql", "mariadb") else 2
+    assert kinds == ["SELECT"] * reads + ["INSERT", "INSERT", "UPDATE", "INSERT", "INSERT"]
+    assert [r[0] for r in line_rows(db, "1042")] == ["TEA", "MUG"]
+
+
+def test_paying_finds_a_hold_and_a_campaign_the_probe_reports(app, db, member, clock):
+    """What the first read reports is then read in full: the order's hold is
+    captured and a stored campaign in force applies."""
+    campaigns = db.metadata.tables["loyalty_campaign"]
+    with db.engine.begin() as conn:
+        conn.execute(campaigns.insert().values(name="Double", multiplier="2", active=True))
+    points.earn(member, 500, key="gift")
+    points.reserve(member, 200, key="order:1042")
+    outcome = order_paid(classic(member))
+    assert outcome.points == 6000
+    assert [p.kind for p in outcome.postings] == ["capture", "earn"]
+    assert members.balances(member) == bal(available=6300, lifetime=6500)
+
+
 def test_paying_again_earns_nothing_more(db, member, signals):
     first = order_paid(classic(member))
     again = order_paid(classic(member))

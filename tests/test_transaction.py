@@ -63,24 +63,6 @@ def test_failed_joined_operation_keeps_the_hosts_writes_pending(db, member, host
     assert ledger_sum(db, member.id) == 0
 
 
-@pytest.fixture
-def statements(db: t.Any) -> t.Iterator[t.Callable[[], list[str]]]:
-    """Call it to record the first word of each statement the engine runs from then on."""
-    seen: list[str] = []
-    engine = db.engine
-
-    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
-
-    def start() -> list[str]:
-        sa.event.listen(engine, "before_cursor_execute", record)
-        return seen
-
-    yield start
-    if sa.event.contains(engine, "before_cursor_execute", record):
-        sa.event.remove(engine, "before_cursor_execute", record)
-
-
 def test_credit_in_the_hosts_transaction_needs_no_savepoint(db, member, host_note, statements):
     """An earn makes its checks before it writes: its writes join the host's
     transaction without a savepoint, and the member is locked by the update of
