@@ -31,6 +31,7 @@ DEFAULTS: dict[str, t.Any] = {
     "LOCK_RETRY_DELAY": 0.05,
     "SQLITE_IMMEDIATE_ENABLED": True,
     "JOB_CHUNK_SIZE": 5000,
+    "DRIVER_STATEMENTS_ENABLED": True,
     # Earning rules.
     "EARN_RATE": 10,
     "EARN_ROUNDING": "floor",

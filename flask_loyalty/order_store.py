@@ -56,7 +56,7 @@ class OrderQueries:
             tier = self.member_tier(member_id)[0]
         else:
             probe = self.execute(
-                self.prepared("paid_order_probe", self._build_paid_order_probe),
+                self.prepared("paid_order_probe", self._build_paid_order_probe, driven=True),
                 {"b_member": member_id, "b_reference": reference, "b_key": f"order:{reference}", "b_at": at},
             ).one()
             has_order, has_held, has_campaigns = probe.order_id is not None, probe.held, probe.campaigns
@@ -105,7 +105,11 @@ class OrderQueries:
         """Insert an order (``order_id`` ``None``) or update one; return its id."""
         o = self.models.Order.__table__
         if order_id is None:
-            return int(self.execute(self.prepared("insert_order", o.insert), values).inserted_primary_key[0])
+            return int(
+                self.execute(
+                    self.prepared("insert_order", o.insert, driven=True), values
+                ).inserted_primary_key[0]
+            )
         self.execute(o.update().where(o.c.id == order_id).values(**values))
         return order_id
 
@@ -129,7 +133,7 @@ class OrderQueries:
         ln = self.models.OrderLine.__table__
         if new:
             self.execute(
-                self.prepared("insert_order_line", ln.insert),
+                self.prepared("insert_order_line", ln.insert, driven=True),
                 [{**line, "order_id": order_id} for line in lines],
             )
             return

@@ -19,6 +19,8 @@ from flask import Flask
 
 from .api_store import ApiResponseQueries
 from .config import config_value
+from .driver import Driver
+from .driver import watched as driver_watched
 from .errors import MemberClosed
 from .errors import MemberNotFound
 from .growth_store import GrowthQueries
@@ -151,6 +153,16 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         )
         self._insert_allocation = self.allocation.insert()
         self._prepared: dict[str, t.Any] = {}
+        #: Runs the hot statements on the DB-API cursor (see :mod:`flask_loyalty.driver`).
+        self.driver = Driver()
+        self._driven = {
+            id(statement)
+            for statement in (
+                self._lock_member, self._set_balances, self._move_balances, self._find_entry,
+                self._seek_entry, self._insert_entry, self._insert_lot, self._spendable_lots,
+                self._member_lots, self._change_lot, self._insert_allocation,
+            )
+        }  # fmt: skip
 
     @property
     def session(self) -> t.Any:
@@ -203,15 +215,21 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
             return t.cast(T, query.with_for_update(read=True))  # type: ignore[attr-defined]
         return query
 
-    def prepared(self, name: str, build: t.Callable[[], T]) -> T:
+    def prepared(self, name: str, build: t.Callable[[], T], *, driven: bool = False) -> T:
         """The statement ``name``: built by ``build`` on first use, then reused.
 
         For statements on hot paths outside the store (the sweeps' checks),
         built with ``sa.bindparam`` and executed with values.
+
+        :param driven: run it on the DB-API cursor when it can be (see
+            :mod:`flask_loyalty.driver`). Its results then offer ``first()``,
+            ``one()``, ``all()``, ``rowcount`` and ``inserted_primary_key``.
         """
         statement = self._prepared.get(name)
         if statement is None:
             statement = self._prepared[name] = build()
+            if driven:
+                self._driven.add(id(statement))
         return t.cast(T, statement)
 
     def execute(self, statement: t.Any, params: t.Any = None) -> t.Any:
@@ -219,14 +237,25 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
 
         The statement runs on the session's connection, without the ORM's
         handling of a statement (Core statements on tables need none; it costs
-        a tenth of a ledger operation's CPU time). Every write is noted first
+        a tenth of a ledger operation's CPU time). The ledger's hot statements
+        run on the connection's DB-API cursor unless the engine's statements
+        are watched (see :mod:`flask_loyalty.driver`). Every write is noted first
         (:func:`~flask_loyalty.transaction.note_write`): inside a host's
         transaction that opens the operation's savepoint.
         """
         session = self.db.session()
         if statement.is_dml:
             note_write(session)
-        return session.connection().execute(statement, params)
+        conn = session.connection()
+        if (
+            id(statement) in self._driven
+            and config_value("DRIVER_STATEMENTS_ENABLED")
+            and not driver_watched(conn)
+        ):
+            result = self.driver.run(conn, statement, params)
+            if result is not None:
+                return result
+        return conn.execute(statement, params)
 
     def write_count(self) -> int:
         """How many writes the session's current operation has made so far.
@@ -367,7 +396,9 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         if not unseen:
             result = self.execute(self._insert_entry, values)
             return int(result.inserted_primary_key[0])
-        row = self.execute(self.prepared("insert_entry_unseen", self._build_insert_unseen), values).first()
+        row = self.execute(
+            self.prepared("insert_entry_unseen", self._build_insert_unseen, driven=True), values
+        ).first()
         if row is None:
             raise KeyTaken(f"Source key {values['source_key']!r} was used by a concurrent transaction.")
         return int(row[0])

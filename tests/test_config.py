@@ -26,6 +26,7 @@ OTHER_VALUES: dict[str, t.Any] = {
     "LOCK_RETRIES": 0,
     "LOCK_RETRY_DELAY": 0.5,
     "SQLITE_IMMEDIATE_ENABLED": False,
+    "DRIVER_STATEMENTS_ENABLED": False,
     "JOB_CHUNK_SIZE": 1,
     "EARN_RATE": "12.5",
     "EARN_ROUNDING": "half_up",

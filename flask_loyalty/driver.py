@@ -1,0 +1,228 @@
+"""Running the ledger's hot statements on the DB-API cursor.
+
+Every ledger operation runs the same dozen statements (lock the member, move
+its balances, insert the lot and the entry, take points from lots...). The
+store builds them once; this module compiles each once per dialect and set
+of parameters, and runs it on the cursor of the session's own connection, in
+the session's transaction. That skips SQLAlchemy's per-execution work (cache
+key, execution context, result set-up), which costs two to four times what
+the driver itself does for such small statements.
+
+What SQLAlchemy would do for these statements is done here too: parameters
+and results go through the column types' processors (timestamps on SQLite,
+booleans), an insert returns its new primary key, and a driver error is
+raised as SQLAlchemy's exception for it (:class:`sqlalchemy.exc.IntegrityError`,
+:class:`~sqlalchemy.exc.OperationalError`...), with a connection that is
+gone invalidated.
+
+A statement is run through SQLAlchemy instead when someone is watching the
+engine's statements: a ``before_cursor_execute`` or ``after_cursor_execute``
+listener (query recording, tracing), ``echo`` or the ``sqlalchemy.engine``
+logger at ``INFO``. So is any statement this module cannot reproduce
+exactly: one whose columns would get a Python-side default or ``onupdate``
+value, or one with expanding parameters. ``LOYALTY_DRIVER_STATEMENTS =
+False`` runs them all through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import typing as t
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+_ENGINE_LOG = logging.getLogger("sqlalchemy.engine")
+
+
+def watched(conn: sa.Connection) -> bool:
+    """Whether the statements run on ``conn`` are watched (listeners, echo or logging)."""
+    dispatch = conn.dispatch
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or conn.engine.echo
+        or _ENGINE_LOG.isEnabledFor(logging.INFO)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """A statement compiled for one dialect and set of parameter names."""
+
+    sql: str
+    compiled: t.Any
+    #: Parameter names in placeholder order (positional paramstyles), else ``None``.
+    order: tuple[str, ...] | None
+    #: Type processors of the parameters that have one.
+    binds: tuple[tuple[str, t.Callable[[t.Any], t.Any]], ...]
+    #: The row type of the result, and each column's type processor (or ``None``).
+    row: t.Any
+    results: tuple[t.Callable[[t.Any], t.Any] | None, ...]
+    #: Whether the statement is an insert whose new primary key is wanted.
+    insert: bool
+    #: Whether the new primary key comes back as the first column (``RETURNING``).
+    returns_key: bool
+
+
+class DriverResult:
+    """The result of a statement run on the cursor: the few accessors the store uses."""
+
+    __slots__ = ("_rows", "rowcount", "_key")
+
+    def __init__(self, rows: list[t.Any], rowcount: int, key: t.Any) -> None:
+        self._rows = rows
+        #: The rows the statement matched (as the driver reports them).
+        self.rowcount = rowcount
+        self._key = key
+
+    def first(self) -> t.Any:
+        """The first row, or ``None``."""
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> t.Any:
+        """The only row.
+
+        :raises sqlalchemy.exc.NoResultFound: if there is none.
+        :raises sqlalchemy.exc.MultipleResultsFound: if there are more.
+        """
+        if not self._rows:
+            raise sa_exc.NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise sa_exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return self._rows[0]
+
+    def all(self) -> list[t.Any]:
+        """Every row."""
+        return list(self._rows)
+
+    @property
+    def inserted_primary_key(self) -> tuple[t.Any, ...]:
+        """The new row's primary key, for an insert."""
+        return (self._key,)
+
+
+class Driver:
+    """Compiles the store's hot statements once and runs them on the cursor."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[int, str, tuple[str, ...]], _Compiled | None] = {}
+
+    def run(self, conn: sa.Connection, statement: t.Any, params: t.Any) -> t.Any:
+        """Execute ``statement`` with ``params`` on ``conn``'s cursor; ``None`` if it cannot.
+
+        :param params: a mapping, or a list of mappings (run once each).
+        :returns: a :class:`DriverResult`, or ``None`` when the statement
+            must run through SQLAlchemy (see the module's documentation).
+        """
+        many = isinstance(params, list)
+        if many and not params:
+            return None
+        first = params[0] if many else (params or {})
+        dialect = conn.dialect
+        key = (id(statement), dialect.name, tuple(first))
+        try:
+            plan = self._compiled[key]
+        except KeyError:
+            plan = self._compiled[key] = _compile(statement, dialect, tuple(first))
+        if plan is None:
+            return None
+        return _execute(conn, plan, [_bind(plan, p) for p in params] if many else _bind(plan, first), many)
+
+
+def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _Compiled | None:
+    """Compile ``statement`` for ``dialect`` and ``names``, or ``None`` if it must not run on the cursor."""
+    insert = isinstance(statement, sa.Insert)
+    if insert or isinstance(statement, sa.Update):
+        given = set(names)
+        for column in statement.table.columns:
+            if column.key in given or column.primary_key:
+                continue
+            if (insert and column.default is not None) or (not insert and column.onupdate is not None):
+                return None
+    dml = isinstance(statement, sa.sql.dml.UpdateBase)
+    returning = dml and len(statement.exported_columns) > 0
+    returns_key = False
+    if insert and not returning and dialect.name == "postgresql":
+        # psycopg has no lastrowid: the key comes back as a column.
+        statement = statement.returning(*statement.table.primary_key.columns)
+        returns_key = returning = True
+    compiled = statement.compile(dialect=dialect, column_keys=list(names) if dml else None)
+    if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
+        return None
+    binds = tuple(
+        (name, processor)
+        for name, bind in compiled.binds.items()
+        if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    )
+    columns: list[t.Any] = []
+    if isinstance(statement, sa.Select):
+        columns = list(statement.selected_columns)
+    elif returning:
+        columns = list(statement.exported_columns)
+    row = collections.namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
+    results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+    return _Compiled(
+        sql=compiled.string,
+        compiled=compiled,
+        order=tuple(compiled.positiontup) if compiled.positional else None,
+        binds=binds,
+        row=row,
+        results=results,
+        insert=returns_key or (insert and not returning),
+        returns_key=returns_key,
+    )
+
+
+def _bind(plan: _Compiled, params: t.Mapping[str, t.Any]) -> t.Any:
+    """The driver's parameters for ``params``: processed, in placeholder order where positional."""
+    values = plan.compiled.construct_params(params)
+    for name, processor in plan.binds:
+        value = values.get(name)
+        if value is not None:
+            values[name] = processor(value)
+    return tuple(values[name] for name in plan.order) if plan.order is not None else values
+
+
+def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) -> DriverResult:
+    """Run ``plan`` on a cursor of ``conn``'s DB-API connection."""
+    fairy = conn.connection
+    dialect = conn.dialect
+    cursor = fairy.cursor()
+    try:
+        if many:
+            cursor.executemany(plan.sql, params)
+            return DriverResult([], cursor.rowcount, None)
+        cursor.execute(plan.sql, params)
+        rows: list[t.Any] = []
+        if cursor.description is not None:
+            fetched = cursor.fetchall()
+            if any(plan.results):
+                fetched = [
+                    tuple(v if f is None else f(v) for f, v in zip(plan.results, r, strict=True))
+                    for r in fetched
+                ]
+            rows = [plan.row(*r) for r in fetched] if plan.row is not None else list(fetched)
+        key = None
+        if plan.insert:
+            key = rows[0][0] if plan.returns_key else cursor.lastrowid
+            if plan.returns_key:
+                rows = []
+        return DriverResult(rows, cursor.rowcount, key)
+    except dialect.loaded_dbapi.Error as error:
+        gone = dialect.is_disconnect(error, fairy.dbapi_connection, cursor)
+        if gone:
+            conn.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            plan.sql,
+            params,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=gone,
+            dialect=dialect,
+            ismulti=many,
+        ) from error
+    finally:
+        cursor.close()
