@@ -9,6 +9,7 @@ second run, or a concurrent one, finds nothing left to do.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import typing as t
 
 from . import points
@@ -20,12 +21,7 @@ from .errors import MemberClosed
 from .posting import to_utc
 from .proxies import current_loyalty
 from .signals import send
-from .sweeps import activate_lots
-from .sweeps import chunk_of
-from .sweeps import due_lots
-from .sweeps import expire_lots
-from .sweeps import keyset
-from .sweeps import Span
+from .sweeps import sweep_chunk
 
 #: Called after each chunk with the number of entries written so far.
 Progress = t.Callable[[int], None]
@@ -40,7 +36,6 @@ def _chunk_size(chunk_size: int | None) -> int:
 
 def _sweep(
     what: str,
-    sweep: t.Callable[..., int],
     signal: t.Any,
     now: dt.datetime | None,
     chunk_size: int | None,
@@ -52,30 +47,21 @@ def _sweep(
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
     total = 0
-    last: tuple[t.Any, ...] | None = None
-
-    def work() -> tuple[int, list[int], tuple[t.Any, ...] | None]:
-        rows = due_lots(store, what, when, size, after=last)
-        if not rows:
-            return 0, [], None
-        member_ids = sorted({row.member_id for row in rows})
-        store.lock_members(member_ids)
-        end = keyset(store, what, rows[-1].id)
-        return sweep(store, chunk_of(store, rows, Span(what, last, end)), when, actor), member_ids, end
-
+    after: tuple[t.Any, ...] | None = None
     while True:
         # Each chunk starts after the previous one's last lot (keyset paging),
         # so a run reads every lot once rather than once per chunk.
         # A chunk that wrote nothing was swept by another process in the
         # meantime; the next chunk goes on after it all the same.
-        written, member_ids, last = store.atomic(work)
-        if written:
-            total += written
-            send(signal, member_ids=member_ids, count=written)
+        chunk = store.atomic(functools.partial(sweep_chunk, store, what, when, size, after, actor))
+        if chunk.written:
+            total += chunk.written
+            send(signal, member_ids=chunk.member_ids, count=chunk.written)
             if progress is not None:
                 progress(total)
-        if last is None:
+        if chunk.end is None:
             return total
+        after = chunk.end
 
 
 def expire_points(
@@ -88,7 +74,7 @@ def expire_points(
     :param progress: called after each chunk with the running total.
     :returns: the number of lots expired (one ``expire`` entry each).
     """
-    return _sweep("expire", expire_lots, signals.points_expired, now, chunk_size, progress, "job:expire")
+    return _sweep("expire", signals.points_expired, now, chunk_size, progress, "job:expire")
 
 
 def release_pending(
@@ -98,9 +84,7 @@ def release_pending(
 
     :returns: the number of lots released (one ``activate`` entry each).
     """
-    return _sweep(
-        "activate", activate_lots, signals.points_activated, now, chunk_size, progress, "job:release-pending"
-    )
+    return _sweep("activate", signals.points_activated, now, chunk_size, progress, "job:release-pending")
 
 
 def release_reservations(

@@ -12,6 +12,16 @@ The running balance after each entry comes from a window function
 (``SUM(...) OVER (PARTITION BY member ORDER BY lot)``), and the members'
 balances are updated from a join (``UPDATE ... FROM``): SQLite 3.33+,
 PostgreSQL, and MariaDB 10.2+/MySQL 8.
+
+A job sweeps chunk by chunk (:func:`sweep_chunk`). On SQLite, where one
+transaction writes at a time (``BEGIN IMMEDIATE`` is the lock of every
+member), a chunk is the range of due lots between two keyset positions,
+found with one row read rather than by reading the ids of its lots, and
+the entries it writes are the ledger's last rows: after the insert of the
+entries, the members' and the lots' updates read those entries (a range of
+the primary key, and the lots by primary key) instead of finding the
+chunk's lots again through an index. These statements are built once and
+executed with parameters.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ import datetime as dt
 import typing as t
 
 import sqlalchemy as sa
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 
 if t.TYPE_CHECKING:
     from .store import LoyaltyStore
@@ -29,22 +41,39 @@ if t.TYPE_CHECKING:
 EXPIRE_REASON = "points expired"
 ACTIVATE_REASON = "pending points became available"
 
+#: A value, or the parameter a statement built once binds it to.
+Bound: t.TypeAlias = "t.Any | sa.BindParameter[t.Any]"
 
-def _due_expiry(store: LoyaltyStore, now: dt.datetime | sa.BindParameter[t.Any]) -> sa.ColumnElement[bool]:
+
+def _unindexed(column: sa.ColumnElement[t.Any]) -> sa.ColumnElement[t.Any]:
+    """``+column``: the column's value, which SQLite's planner will not look up in an index."""
+    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
+
+
+def _due_expiry(store: LoyaltyStore, now: Bound, *, by_member: bool = False) -> sa.ColumnElement[bool]:
+    """The condition of a lot due to expire.
+
+    :param by_member: leave SQLite's planner no index but the one on
+        ``(member_id, expires_at)`` for it. Without statistics (no
+        ``ANALYZE``) it would otherwise read a chunk through the index on
+        ``(expired, expires_at)``: every due lot, for every chunk.
+    """
     lot = store.lot
-    return sa.and_(
-        lot.c.remaining > 0,
-        lot.c.pending.is_(False),
-        lot.c.expired.is_(False),
-        lot.c.expires_at <= now,
+    pending, expired = (
+        (_unindexed(lot.c.pending), _unindexed(lot.c.expired))
+        if by_member
+        else (lot.c.pending, lot.c.expired)
     )
+    return sa.and_(lot.c.remaining > 0, pending.is_(False), expired.is_(False), lot.c.expires_at <= now)
 
 
-def _due_activation(
-    store: LoyaltyStore, now: dt.datetime | sa.BindParameter[t.Any]
-) -> sa.ColumnElement[bool]:
+def _due_activation(store: LoyaltyStore, now: Bound) -> sa.ColumnElement[bool]:
     lot = store.lot
     return sa.and_(lot.c.pending.is_(True), lot.c.available_from <= now)
+
+
+def _due(store: LoyaltyStore, what: str, now: Bound) -> sa.ColumnElement[bool]:
+    return _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
 
 
 def keyset(store: LoyaltyStore, what: str, lot_id: int) -> tuple[t.Any, ...]:
@@ -62,12 +91,12 @@ def _order(store: LoyaltyStore, what: str) -> tuple[sa.ColumnElement[t.Any], ...
 
 
 def _compare(
-    columns: t.Sequence[sa.ColumnElement[t.Any]], values: t.Sequence[t.Any], upto: bool, dialect: str
+    columns: t.Sequence[sa.ColumnElement[t.Any]],
+    bound: t.Sequence[sa.ColumnElement[t.Any]],
+    upto: bool,
+    dialect: str,
 ) -> t.Any:
-    """``columns > values``, or ``columns <= values`` if ``upto``, in the order of the columns."""
-    bound = [
-        sa.bindparam(None, value, type_=column.type) for column, value in zip(columns, values, strict=True)
-    ]
+    """``columns > bound``, or ``columns <= bound`` if ``upto``, in the order of the columns."""
     if dialect not in ("mysql", "mariadb"):
         return sa.tuple_(*columns) <= sa.tuple_(*bound) if upto else sa.tuple_(*columns) > sa.tuple_(*bound)
     # Spelled out: MariaDB's range optimizer does not use row comparisons.
@@ -75,44 +104,6 @@ def _compare(
     for column, value in zip(columns[-2::-1], bound[-2::-1], strict=True):
         condition = sa.or_(column < value if upto else column > value, sa.and_(column == value, condition))
     return condition
-
-
-@dataclasses.dataclass(frozen=True)
-class Span:
-    """The lots due for ``what`` from just after ``after`` up to ``last``, in :func:`due_lots` order.
-
-    ``after`` and ``last`` are :func:`keyset` positions; ``after`` is
-    ``None`` for the first chunk.
-    """
-
-    what: str
-    after: tuple[t.Any, ...] | None
-    last: tuple[t.Any, ...]
-
-
-#: Lots to sweep: their ids, or a :class:`Span`.
-Lots: t.TypeAlias = "list[int] | Span"
-
-
-def chunk_of(store: LoyaltyStore, rows: t.Sequence[t.Any], span: Span) -> Lots:
-    """How a sweep's statements should name the lots ``rows`` of :func:`due_lots`.
-
-    On SQLite, where one transaction writes at a time, the chunk's lots are
-    exactly the due lots of its :class:`Span`, read in the same transaction:
-    the statements select them by that range, instead of binding every id in
-    each of them. Elsewhere a concurrent transaction may make more lots of
-    the range due (lots of members this chunk has not locked): their ids.
-    """
-    return span if store.dialect == "sqlite" else [row.id for row in rows]
-
-
-def _among(store: LoyaltyStore, lots: Lots) -> sa.ColumnElement[bool]:
-    """The condition on the lots table that selects ``lots``."""
-    if not isinstance(lots, Span):
-        return store.among(store.lot.c.id, lots)
-    order = _order(store, lots.what)
-    upto = _compare(order, lots.last, True, store.dialect)
-    return upto if lots.after is None else sa.and_(_compare(order, lots.after, False, store.dialect), upto)
 
 
 def due_lots(
@@ -139,13 +130,13 @@ def due_lots(
         before it.
     """
     lot = store.lot
-    due = _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
     order = _order(store, what)
-    query = sa.select(lot.c.id, lot.c.member_id).where(due)
+    query = sa.select(lot.c.id, lot.c.member_id).where(_due(store, what, now))
     if member_id is not None:
         query = store.fresh(query.where(lot.c.member_id == member_id))
     if after is not None:
-        query = query.where(_compare(order, after, False, store.dialect))
+        bound = [sa.bindparam(None, value, type_=c.type) for c, value in zip(order, after, strict=True)]
+        query = query.where(_compare(order, bound, False, store.dialect))
     return list(store.execute(query.order_by(*order).limit(limit)).all())
 
 
@@ -175,42 +166,44 @@ def _chunk_totals(store: LoyaltyStore, in_chunk: sa.ColumnElement[bool]) -> t.An
     )
 
 
-def _insert_entries(
-    store: LoyaltyStore,
-    kind: str,
-    moves: tuple[int, int],
-    in_chunk: sa.ColumnElement[bool],
-    now: dt.datetime,
-    actor: str | None,
-    reason: str,
-) -> int:
-    """Append one ``kind`` entry per lot of the chunk with one ``INSERT ... SELECT``.
+def _as_value(value: Bound, type_: t.Any) -> t.Any:
+    return value if isinstance(value, sa.BindParameter) else sa.literal(value, type_)
 
-    :param moves: the signs with which each lot's remaining points move the
-        available and the pending balances (``(-1, 0)`` to expire, ``(1, -1)``
-        to activate); the balances after each entry come from a running sum.
+
+def _entries(
+    store: LoyaltyStore,
+    what: str,
+    in_chunk: sa.ColumnElement[bool],
+    now: Bound,
+    actor: Bound,
+) -> t.Any:
+    """The ``INSERT ... SELECT`` of one ``expire`` or ``activate`` entry per lot of the chunk.
+
+    Each lot's remaining points move the available and the pending balances
+    with the signs ``(-1, 0)`` to expire and ``(1, -1)`` to activate; the
+    balances after each entry come from a running sum.
     """
     lot, m, e = store.lot, store.member, store.entry
-    to_available, to_pending = moves
+    to_available, to_pending = (-1, 0) if what == "expire" else (1, -1)
     running = _running(store)
     select = (
         sa.select(
             lot.c.member_id,
-            sa.literal(kind),
+            sa.literal(what),
             lot.c.remaining * to_available,
             lot.c.remaining * to_available,
             lot.c.remaining * to_pending,
             sa.literal(0),
             m.c.available + running * to_available,
-            m.c.pending + running * to_pending,
+            m.c.pending + running * to_pending if to_pending else m.c.pending,
             m.c.reserved,
             _lot_key(store),
             sa.literal(""),
             lot.c.id,
             sa.literal(0),
-            sa.literal(actor, sa.String),
-            sa.literal(reason),
-            sa.literal(now, sa.DateTime),
+            _as_value(actor, sa.String()),
+            sa.literal(EXPIRE_REASON if what == "expire" else ACTIVATE_REASON),
+            _as_value(now, sa.DateTime()),
         )
         .join(m, m.c.id == lot.c.member_id)
         .where(in_chunk)
@@ -221,20 +214,44 @@ def _insert_entries(
         "lot_id", "shortfall", "actor", "reason", "created_at",
     ]  # fmt: skip
     insert = e.insert().from_select([e.c[name] for name in columns], select)
-    result = store.execute(insert.execution_options(preserve_rowcount=True))
-    return int(result.rowcount or 0)
+    return insert.execution_options(preserve_rowcount=True)
 
 
-def expire_lots(store: LoyaltyStore, lot_ids: Lots, now: dt.datetime, actor: str | None) -> int:
+def _kept(store: LoyaltyStore) -> t.Any:
+    """What an activated lot keeps: max(0, balance after) - max(0, balance before).
+
+    A member whose available balance is negative (a clawback under
+    ``allow_negative``) pays that debt first. Read from the lot's ``activate``
+    entry, found by its unique source key.
+    """
+    lot, e = store.lot, store.entry
+    before = e.c.available_after - e.c.delta_available
+    return (
+        sa.select(
+            sa.case(
+                (e.c.available_after <= 0, 0),
+                (before >= 0, e.c.delta_available),
+                else_=e.c.available_after,
+            )
+        )
+        .where(
+            e.c.member_id == lot.c.member_id,
+            e.c.kind == "activate",
+            e.c.source_key == _lot_key(store),
+            e.c.lot_id == lot.c.id,
+        )
+        .scalar_subquery()
+    )
+
+
+def expire_lots(store: LoyaltyStore, lot_ids: t.Sequence[int], now: dt.datetime, actor: str | None) -> int:
     """Expire the remainder of each due lot in ``lot_ids``; return the entries written.
 
     The caller has locked the lots' members.
-
-    :param lot_ids: the lots' ids, or a :class:`Span` of them (see :func:`chunk_of`).
     """
     lot, m = store.lot, store.member
-    in_chunk = sa.and_(_among(store, lot_ids), _due_expiry(store, now))
-    written = _insert_entries(store, "expire", (-1, 0), in_chunk, now, actor, EXPIRE_REASON)
+    in_chunk = sa.and_(store.among(lot.c.id, lot_ids), _due_expiry(store, now))
+    written = int(store.execute(_entries(store, "expire", in_chunk, now, actor)).rowcount or 0)
     if not written:
         return 0
     expiring = _chunk_totals(store, in_chunk)
@@ -246,7 +263,12 @@ def expire_lots(store: LoyaltyStore, lot_ids: Lots, now: dt.datetime, actor: str
 
 
 def activate_lots(
-    store: LoyaltyStore, lot_ids: Lots, now: dt.datetime, actor: str | None, *, early: bool = False
+    store: LoyaltyStore,
+    lot_ids: t.Sequence[int],
+    now: dt.datetime,
+    actor: str | None,
+    *,
+    early: bool = False,
 ) -> int:
     """Make each due pending lot in ``lot_ids`` available; return the entries written.
 
@@ -254,14 +276,13 @@ def activate_lots(
     ``allow_negative``) pays that debt first: the lot keeps only what is left
     after it. The caller has locked the lots' members.
 
-    :param lot_ids: the lots' ids, or a :class:`Span` of them (see :func:`chunk_of`).
     :param early: make the lots available even before their ``available_from``
         (an order completed within its return window).
     """
-    lot, m, e = store.lot, store.member, store.entry
+    lot, m = store.lot, store.member
     due = lot.c.pending.is_(True) if early else _due_activation(store, now)
-    in_chunk = sa.and_(_among(store, lot_ids), due)
-    written = _insert_entries(store, "activate", (1, -1), in_chunk, now, actor, ACTIVATE_REASON)
+    in_chunk = sa.and_(store.among(lot.c.id, lot_ids), due)
+    written = int(store.execute(_entries(store, "activate", in_chunk, now, actor)).rowcount or 0)
     if not written:
         return 0
     activating = _chunk_totals(store, in_chunk)
@@ -270,18 +291,156 @@ def activate_lots(
         .where(m.c.id == activating.c.member_id)
         .values(available=m.c.available + activating.c.total, pending=m.c.pending - activating.c.total)
     )
-    # What the lot keeps: max(0, balance after) - max(0, balance before).
-    before = e.c.available_after - e.c.delta_available
-    kept = (
-        sa.select(
-            sa.case(
-                (e.c.available_after <= 0, 0),
-                (before >= 0, e.c.delta_available),
-                else_=e.c.available_after,
-            )
-        )
-        .where(e.c.lot_id == lot.c.id, e.c.kind == "activate")
-        .scalar_subquery()
-    )
-    store.execute(lot.update().where(in_chunk).values(remaining=kept, pending=False))
+    store.execute(lot.update().where(in_chunk).values(remaining=_kept(store), pending=False))
     return written
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """What :func:`sweep_chunk` did."""
+
+    #: The entries written (one per lot swept).
+    written: int
+    #: The members of those entries, in id order.
+    member_ids: list[int]
+    #: The :func:`keyset` position of the chunk's last lot (``after`` of the
+    #: next chunk), or ``None`` when no lot was due.
+    end: tuple[t.Any, ...] | None
+
+
+def sweep_chunk(
+    store: LoyaltyStore,
+    what: str,
+    now: dt.datetime,
+    size: int,
+    after: tuple[t.Any, ...] | None,
+    actor: str | None,
+) -> Chunk:
+    """Sweep the next chunk of up to ``size`` lots due for ``what`` after ``after``.
+
+    Runs in the caller's write transaction: selects the chunk, locks its
+    members, writes one entry per lot and updates the members and the lots,
+    a few statements whatever the chunk's size.
+
+    :param what: ``"expire"`` or ``"activate"``.
+    :param after: the ``end`` of the previous chunk; ``None`` for the first.
+    """
+    if store.dialect == "sqlite":
+        return _sqlite_chunk(store, what, now, size, after, actor)
+    rows = due_lots(store, what, now, size, after=after)
+    if not rows:
+        return Chunk(0, [], None)
+    member_ids = sorted({row.member_id for row in rows})
+    store.lock_members(member_ids)
+    end = keyset(store, what, rows[-1].id)
+    ids = [row.id for row in rows]
+    sweep = expire_lots if what == "expire" else activate_lots
+    return Chunk(sweep(store, ids, now, actor), member_ids, end)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A chunk's statements on SQLite, built once per kind of sweep.
+
+    Their parameters: ``now``, ``skip`` (the chunk's size less one),
+    ``actor``, ``mark`` (the greatest entry id before the chunk's entries),
+    and the keyset positions ``a0``, ``a1``... (after which the chunk starts)
+    and ``z0``, ``z1``... (its last lot).
+    """
+
+    start: t.Any
+    end: t.Any
+    last: t.Any
+    mark: t.Any
+    insert: t.Any
+    members: t.Any
+    lots: t.Any
+    touched: t.Any
+
+
+def _plan(store: LoyaltyStore, what: str) -> _Plan:
+    lot, m, e = store.lot, store.member, store.entry
+    order = _order(store, what)
+    now = sa.bindparam("now", type_=sa.DateTime())
+    due = _due_expiry(store, now, by_member=True) if what == "expire" else _due_activation(store, now)
+
+    def bound(prefix: str) -> list[sa.BindParameter[t.Any]]:
+        return [sa.bindparam(f"{prefix}{i}", type_=column.type) for i, column in enumerate(order)]
+
+    after = _compare(order, bound("a"), False, "sqlite")
+    following = sa.select(*order).where(due, after)
+    in_chunk = sa.and_(after, _compare(order, bound("z"), True, "sqlite"), due)
+    # The chunk's entries in id order: a range of the primary key. (Grouped
+    # by member without the order, SQLite may skip through the index on
+    # (member_id, id) instead, seeking once per member of the ledger.)
+    written = (
+        sa.select(e.c.member_id, e.c.lot_id, e.c.delta_available, e.c.delta_pending)
+        .where(e.c.id > sa.bindparam("mark"))
+        .order_by(e.c.id)
+        .subquery("written")
+    )
+    moved = (
+        sa.select(
+            written.c.member_id,
+            sa.func.sum(written.c.delta_available).label("available"),
+            sa.func.sum(written.c.delta_pending).label("pending"),
+        )
+        .group_by(written.c.member_id)
+        .subquery("moved")
+    )
+    swept = sa.and_(lot.c.id.in_(sa.select(written.c.lot_id)), due)
+    return _Plan(
+        start=sa.select(sa.func.min(order[0])),
+        end=following.order_by(*order).limit(1).offset(sa.bindparam("skip")),
+        last=following.order_by(*(column.desc() for column in order)).limit(1),
+        mark=sa.select(sa.func.max(e.c.id)),
+        insert=_entries(store, what, in_chunk, now, sa.bindparam("actor", type_=sa.String())),
+        members=m.update()
+        .where(m.c.id == moved.c.member_id)
+        .values(available=m.c.available + moved.c.available, pending=m.c.pending + moved.c.pending),
+        lots=lot.update().where(swept).values(remaining=0, expired=True)
+        if what == "expire"
+        else lot.update().where(swept).values(remaining=_kept(store), pending=False),
+        touched=sa.select(written.c.member_id).distinct(),
+    )
+
+
+def _sqlite_chunk(
+    store: LoyaltyStore,
+    what: str,
+    now: dt.datetime,
+    size: int,
+    after: tuple[t.Any, ...] | None,
+    actor: str | None,
+) -> Chunk:
+    """:func:`sweep_chunk` on SQLite: the transaction holds the database's write lock.
+
+    The chunk is the range of due lots up to the ``size``-th after ``after``
+    (read as one row, not as ``size`` rows), and the lots of that range are
+    the ones its statements change: no other transaction can make more of
+    them due meanwhile. The entries the insert writes are the ledger's last
+    rows, after ``mark``; the members' balances move by their sums and the
+    lots they name are marked.
+    """
+    plan = store.prepared(f"sweep_{what}", lambda: _plan(store, what))
+    if after is None:
+        # The first chunk starts after a position before every lot: the
+        # least member id (lot id) less one, whatever the rest.
+        least = store.execute(plan.start).scalar()
+        if least is None:
+            return Chunk(0, [], None)
+        after = (least - 1, now, 0) if what == "expire" else (least - 1,)
+    params = {"now": now, "skip": size - 1, "actor": actor}
+    params.update({f"a{i}": value for i, value in enumerate(after)})
+    end = store.execute(plan.end, params).first() or store.execute(plan.last, params).first()
+    if end is None:
+        return Chunk(0, [], None)
+    params.update({f"z{i}": value for i, value in enumerate(end)})
+    params["mark"] = store.execute(plan.mark).scalar() or 0
+    written = int(store.execute(plan.insert, params).rowcount or 0)
+    if not written:
+        return Chunk(0, [], tuple(end))
+    store.execute(plan.members, params)
+    store.execute(plan.lots, params)
+    member_ids = sorted(store.execute(plan.touched, params).scalars())
+    return Chunk(written, member_ids, tuple(end))

@@ -276,6 +276,46 @@ def test_two_sweeps_at_once_expire_each_lot_once(app, db, clock):
         assert audit.verify() == []
 
 
+@pytest.mark.parametrize("job", ["expire_points", "release_pending"])
+def test_a_chunk_runs_as_many_statements_for_40_lots_as_for_one(db, app_ctx, clock, statements, job):
+    """Set-based: a chunk's statements do not grow with its lots or members."""
+    seen = statements()
+    when = "expires_at" if job == "expire_points" else "available_from"
+
+    def sweep(people: int, each: int) -> tuple[int, int]:
+        for i in range(people):
+            person = members.enroll(name=f"{people} {i}")
+            for j in range(each):
+                points.earn(person, 10 + j, key=f"o{j}", **{when: clock() + DAY})
+        clock.advance(days=1)
+        seen.clear()
+        done = getattr(jobs, job)(chunk_size=100)
+        return done, len(seen)
+
+    one, few = sweep(1, 1)
+    forty, more = sweep(8, 5)
+    assert (one, forty) == (1, 40)
+    assert more == few
+    assert audit.verify() == []
+
+
+def test_expiry_in_the_hosts_transaction_after_its_own_entries(db, member, clock, signals):
+    """A run inside a transaction the host has written in joins it, and tells
+    the entries of its chunks from those written earlier in that transaction."""
+    points.earn(member, 100, key="a", expires_at=clock() + DAY)
+    clock.advance(days=2)
+    member.name = "renamed by the host"
+    db.session.flush()
+    points.earn(member, 5, key="bonus")  # joins the host's transaction
+    signals.sent.clear()
+    assert jobs.expire_points() == 1
+    db.session.commit()
+    assert signals.of("points-expired") == [{"member_ids": [member.id], "count": 1}]
+    assert expire_entries(db, member.id) == [(-100, 5, "points expired", "job:expire")]
+    assert members.balances(member) == bal(5, lifetime=105)
+    assert audit.verify() == []
+
+
 def test_release_reservations_skips_closed_members(db, member, clock):
     points.earn(member, 100, key="o")
     points.reserve(member, 40, key="cart", expires_at=clock() + dt.timedelta(minutes=5))
