@@ -20,8 +20,9 @@ engine's statements: a ``before_cursor_execute`` or ``after_cursor_execute``
 listener (query recording, tracing), ``echo`` or the ``sqlalchemy.engine``
 logger at ``INFO``. So is any statement this module cannot reproduce
 exactly: one whose columns would get a Python-side default or ``onupdate``
-value, or one with expanding parameters. ``LOYALTY_DRIVER_STATEMENTS =
-False`` runs them all through SQLAlchemy.
+value, or one with expanding parameters.
+``LOYALTY_DRIVER_STATEMENTS_ENABLED = False`` runs them all through
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class _Compiled:
     row: t.Any
     results: tuple[t.Callable[[t.Any], t.Any] | None, ...]
     #: Whether the statement is an insert whose new primary key is wanted.
-    insert: bool
+    wants_key: bool
     #: Whether the new primary key comes back as the first column (``RETURNING``).
     returns_key: bool
 
@@ -171,7 +172,7 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
         binds=binds,
         row=row,
         results=results,
-        insert=returns_key or (insert and not returning),
+        wants_key=returns_key or (insert and not returning),
         returns_key=returns_key,
     )
 
@@ -206,10 +207,10 @@ def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) ->
                 ]
             rows = [plan.row(*r) for r in fetched] if plan.row is not None else list(fetched)
         key = None
-        if plan.insert:
-            key = rows[0][0] if plan.returns_key else cursor.lastrowid
-            if plan.returns_key:
-                rows = []
+        if plan.returns_key:
+            key, rows = rows[0][0], []
+        elif plan.wants_key:
+            key = cursor.lastrowid
         return DriverResult(rows, cursor.rowcount, key)
     except dialect.loaded_dbapi.Error as error:
         gone = dialect.is_disconnect(error, fairy.dbapi_connection, cursor)
