@@ -59,7 +59,8 @@ class _Compiled:
     order: tuple[str, ...] | None
     #: Type processors of the parameters that have one.
     binds: tuple[tuple[str, t.Callable[[t.Any], t.Any]], ...]
-    #: The row type of the result, and each column's type processor (or ``None``).
+    #: The row type of the result (``None``: the statement returns no rows),
+    #: and each column's type processor (or ``None``).
     row: t.Any
     results: tuple[t.Callable[[t.Any], t.Any] | None, ...]
     #: Whether the statement is an insert whose new primary key is wanted.
@@ -122,6 +123,10 @@ class Driver:
         if many and not params:
             return None
         first = params[0] if many else (params or {})
+        if many and len(params) == 1:
+            # One row runs as one statement: an ``executemany`` costs more
+            # (on psycopg, a pipeline and its extra round trip).
+            many = False
         dialect = conn.dialect
         key = (id(statement), dialect.name, tuple(first))
         try:
@@ -145,10 +150,13 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
                 return None
     dml = isinstance(statement, sa.sql.dml.UpdateBase)
     returning = dml and len(statement.exported_columns) > 0
+    columns: list[t.Any] = list(statement.exported_columns) if returning else []
     returns_key = False
     if insert and not returning and dialect.name == "postgresql":
-        # psycopg has no lastrowid: the key comes back as a column.
-        statement = statement.returning(*statement.table.primary_key.columns)
+        # psycopg has no lastrowid: the key comes back as a column. (The
+        # copy keeps the original's memoized, empty ``exported_columns``.)
+        columns = list(statement.table.primary_key.columns)
+        statement = statement.returning(*columns)
         returns_key = returning = True
     compiled = statement.compile(dialect=dialect, column_keys=list(names) if dml else None)
     if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
@@ -158,11 +166,8 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
         for name, bind in compiled.binds.items()
         if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
-    columns: list[t.Any] = []
     if isinstance(statement, sa.Select):
         columns = list(statement.selected_columns)
-    elif returning:
-        columns = list(statement.exported_columns)
     row = collections.namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
     results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
     return _Compiled(
@@ -198,7 +203,7 @@ def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) ->
             return DriverResult([], cursor.rowcount, None)
         cursor.execute(plan.sql, params)
         rows: list[t.Any] = []
-        if cursor.description is not None:
+        if plan.row is not None:
             fetched = cursor.fetchall()
             if any(plan.results):
                 fetched = [

@@ -35,6 +35,10 @@ from .transaction import write_count
 
 T = t.TypeVar("T")
 
+#: ``session.info`` key: the connection of the running operation and whether
+#: its hot statements run on the driver's cursor (see :meth:`LoyaltyStore.execute`).
+_BOUND = "loyalty_bound"
+
 
 @dataclasses.dataclass(frozen=True)
 class Balances:
@@ -195,9 +199,25 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         rows (``REPEATABLE READ`` would read a snapshot older than the lock)
         and no gap locks are taken.
         """
+        session = self.session
+
+        def bound() -> T:
+            # The operation's statements share one look-up of the connection
+            # (see :meth:`execute`); a nested operation gets its own.
+            info = session.info
+            outer = info.get(_BOUND)
+            info[_BOUND] = None
+            try:
+                return work()
+            finally:
+                if outer is None:
+                    info.pop(_BOUND, None)
+                else:
+                    info[_BOUND] = outer
+
         return run_atomic(
-            self.session,
-            work,
+            session,
+            bound,
             retries=int(config_value("LOCK_RETRIES", app)),
             delay=float(config_value("LOCK_RETRY_DELAY", app)),
             isolation_level="READ COMMITTED" if self.dialect in ("mysql", "mariadb") else None,
@@ -246,12 +266,17 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         session = self.db.session()
         if statement.is_dml:
             note_write(session)
-        conn = session.connection()
-        if (
-            id(statement) in self._driven
-            and config_value("DRIVER_STATEMENTS_ENABLED")
-            and not driver_watched(conn)
-        ):
+        info = session.info
+        bound = info.get(_BOUND)
+        if bound is None:
+            conn = session.connection()
+            bound = (conn, bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn))
+            if _BOUND in info:
+                # Inside :meth:`atomic`: the transaction keeps this connection
+                # (a savepoint is opened on it) until the operation ends.
+                info[_BOUND] = bound
+        conn, drive = bound
+        if drive and id(statement) in self._driven:
             result = self.driver.run(conn, statement, params)
             if result is not None:
                 return result

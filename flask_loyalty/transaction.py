@@ -89,6 +89,9 @@ class _Joined:
                 self.unguarded = True
             else:
                 self.savepoint = self.session.begin_nested()
+                # Emit the SAVEPOINT now: the store runs the operation's
+                # statements on the connection it looked up before.
+                self.session.connection()
 
 
 def note_write(session: Session) -> None:
