@@ -7,12 +7,16 @@ Every ``LOYALTY_*`` key is declared once, unprefixed, in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
+import copy
 import decimal
 import typing as t
+import weakref
 from decimal import Decimal
 
 from flask import current_app
 from flask import Flask
+
+T = t.TypeVar("T")
 
 #: The prefix shared by every configuration key of the extension.
 PREFIX = "LOYALTY_"
@@ -118,6 +122,39 @@ def config_value(key: str, app: Flask | None = None) -> t.Any:
         raise KeyError(f"Unknown flask-loyalty configuration key: {PREFIX}{key}")
     config = (app or current_app).config
     return config.get(PREFIX + key, DEFAULTS[key])
+
+
+#: Per app: what :func:`derived` built, with the configuration values it was built from.
+_DERIVED: weakref.WeakKeyDictionary[Flask, dict[t.Any, tuple[t.Any, t.Any]]] = weakref.WeakKeyDictionary()
+
+
+def derived(build: t.Callable[[Flask], T], keys: tuple[str, ...], app: Flask | None = None) -> T:
+    """``build(app)``, made once per app and made again whenever a value of ``keys`` changes.
+
+    For settings that take work to check and convert (the earning rules) and
+    are read on every order. ``build`` must read no configuration but
+    ``keys`` (unprefixed, as for :func:`config_value`). The values are
+    compared with a deep copy taken when ``build`` ran, so a list changed in
+    place counts as a change. A ``build`` that raises is not remembered: it
+    raises again on the next call.
+
+    :param app: the application; the current app by default.
+    """
+    app = app or t.cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+    config = app.config
+    values = tuple(config.get(PREFIX + key, DEFAULTS[key]) for key in keys)
+    made = _DERIVED.get(app)
+    if made is None:
+        made = _DERIVED.setdefault(app, {})
+    hit = made.get(build)
+    if hit is not None and hit[0] == values:
+        return t.cast(T, hit[1])
+    result = build(app)
+    try:
+        made[build] = (copy.deepcopy(values), result)
+    except Exception:  # noqa: BLE001 - a value that cannot be copied is read anew each time
+        made.pop(build, None)
+    return result
 
 
 def decimal_setting(value: t.Any, what: str) -> Decimal:

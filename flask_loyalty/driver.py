@@ -23,6 +23,10 @@ exactly: one whose columns would get a Python-side default or ``onupdate``
 value, or one with expanding parameters.
 ``LOYALTY_DRIVER_STATEMENTS_ENABLED = False`` runs them all through
 SQLAlchemy.
+
+On SQLite the ``BEGIN IMMEDIATE`` (or ``BEGIN``) that starts a transaction
+(see :func:`flask_loyalty.transaction.install_sqlite_locking`) runs on the
+cursor on the same terms.
 """
 
 from __future__ import annotations
@@ -190,6 +194,14 @@ def _bind(plan: _Compiled, params: t.Mapping[str, t.Any]) -> t.Any:
         if value is not None:
             values[name] = processor(value)
     return tuple(values[name] for name in plan.order) if plan.order is not None else values
+
+
+def run_plain(conn: sa.Connection, sql: str) -> None:
+    """Run ``sql``, a statement without parameters or results (``BEGIN IMMEDIATE``), on the cursor.
+
+    Errors are raised as for the hot statements (see the module's documentation).
+    """
+    _execute(conn, _Compiled(sql, None, None, (), None, (), False, False), (), False)
 
 
 def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) -> DriverResult:

@@ -15,16 +15,19 @@ import datetime as dt
 import typing as t
 from decimal import Decimal
 
+from flask import Flask
+
 from .adapters import MODEL_ADAPTER
 from .adapters import OrderData
 from .config import config_value
 from .config import decimal_setting
+from .config import derived
 from .errors import InvalidRequest
 from .errors import MemberNotFound
 from .money import check_currency
+from .money import Currency
 from .money import decimals
 from .money import from_minor
-from .money import parse_amount
 from .posting import to_utc
 from .proxies import current_loyalty
 from .rules import BASES
@@ -132,18 +135,32 @@ def stored_campaign(row: t.Any) -> dict[str, t.Any]:
     }
 
 
+#: The configuration keys the earning rules are built from.
+RULE_KEYS = (
+    "EARN_ROUNDING", "EARN_BASIS", "EARN_MINIMUM", "CAMPAIGNS", "EARN_RATE", "SKU_MULTIPLIERS",
+    "CATEGORY_MULTIPLIERS", "EXCLUDED_SKUS", "EXCLUDED_CATEGORIES", "CURRENCY", "CURRENCY_DECIMALS",
+)  # fmt: skip
+
+
 def configured_rules() -> RuleSet:
     """The rules from configuration alone (no stored campaigns, no callbacks).
 
+    Checked and built once per app, and again whenever one of the keys
+    they come from changes.
+
     :raises ValueError: naming the key whose value is not usable.
     """
-    rounding, basis = config_value("EARN_ROUNDING"), config_value("EARN_BASIS")
+    return derived(_build_rules, RULE_KEYS)
+
+
+def _build_rules(app: Flask) -> RuleSet:
+    rounding, basis = config_value("EARN_ROUNDING", app), config_value("EARN_BASIS", app)
     if rounding not in ROUNDINGS:
         raise ValueError(f"LOYALTY_EARN_ROUNDING must be one of {ROUNDINGS}, not {rounding!r}.")
     if basis not in BASES:
         raise ValueError(f"LOYALTY_EARN_BASIS must be one of {BASES}, not {basis!r}.")
-    minimum = config_value("EARN_MINIMUM")
-    campaigns = config_value("CAMPAIGNS")
+    minimum = config_value("EARN_MINIMUM", app)
+    campaigns = config_value("CAMPAIGNS", app)
     if isinstance(campaigns, str | bytes | t.Mapping) or not isinstance(campaigns, list | tuple):
         raise ValueError(f"LOYALTY_CAMPAIGNS must be a list of campaign mappings, not {campaigns!r}.")
     try:
@@ -151,18 +168,18 @@ def configured_rules() -> RuleSet:
     except ValueError as error:
         raise ValueError(f"LOYALTY_CAMPAIGNS: {error}") from None
     return RuleSet(
-        rate=decimal_setting(config_value("EARN_RATE"), "LOYALTY_EARN_RATE"),
+        rate=decimal_setting(config_value("EARN_RATE", app), "LOYALTY_EARN_RATE"),
         rounding=rounding,
         basis=basis,
         minimum=None if minimum is None else decimal_setting(minimum, "LOYALTY_EARN_MINIMUM"),
-        sku_multipliers=_multipliers(config_value("SKU_MULTIPLIERS"), "LOYALTY_SKU_MULTIPLIERS"),
+        sku_multipliers=_multipliers(config_value("SKU_MULTIPLIERS", app), "LOYALTY_SKU_MULTIPLIERS"),
         category_multipliers=_multipliers(
-            config_value("CATEGORY_MULTIPLIERS"), "LOYALTY_CATEGORY_MULTIPLIERS"
+            config_value("CATEGORY_MULTIPLIERS", app), "LOYALTY_CATEGORY_MULTIPLIERS"
         ),
-        excluded_skus=_names(config_value("EXCLUDED_SKUS"), "LOYALTY_EXCLUDED_SKUS"),
-        excluded_categories=_names(config_value("EXCLUDED_CATEGORIES"), "LOYALTY_EXCLUDED_CATEGORIES"),
+        excluded_skus=_names(config_value("EXCLUDED_SKUS", app), "LOYALTY_EXCLUDED_SKUS"),
+        excluded_categories=_names(config_value("EXCLUDED_CATEGORIES", app), "LOYALTY_EXCLUDED_CATEGORIES"),
         campaigns=built,
-        decimals=decimals(),
+        decimals=decimals(app=app),
     )
 
 
@@ -228,7 +245,7 @@ def check_order(data: OrderData) -> None:
         (less discounts) worth more than the total, or more paid with points
         than the total.
     """
-    check_currency(data.currency)
+    unit = Currency.of(check_currency(data.currency))
     if not isinstance(data.reference, str) or not data.reference.strip() or len(data.reference) > 160:
         raise InvalidRequest("An order needs a reference of 1 to 160 characters.")
     if not data.lines:
@@ -245,14 +262,14 @@ def check_order(data: OrderData) -> None:
             raise InvalidRequest(
                 f"Order {data.reference!r}: quantity of {line.sku!r} must be a positive whole number."
             )
-        for amount in (line.unit_price, line.discount):
-            parse_amount(amount, data.currency)
+        unit.parse(line.unit_price)
+        unit.parse(line.discount)
         if line.unit_price < 0 or line.discount < 0:
             raise InvalidRequest(f"Order {data.reference!r}: line {line.sku!r} has a negative amount.")
         if line.discount > line.unit_price * line.quantity:
             raise InvalidRequest(f"Order {data.reference!r}: the discount of {line.sku!r} exceeds the line.")
     for name in ("shipping", "tax", "discount", "paid_with_points", "total"):
-        parse_amount(getattr(data, name), data.currency)
+        unit.parse(getattr(data, name))
         if getattr(data, name) < 0:
             raise InvalidRequest(f"Order {data.reference!r}: {name} must not be negative.")
     goods = sum((line.amount for line in data.lines), Decimal(0)) - data.discount

@@ -6,6 +6,7 @@ representation. Conversions state their rounding in their docstrings.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import typing as t
 from decimal import Decimal
@@ -47,6 +48,34 @@ def decimals(code: str | None = None, app: Flask | None = None) -> int:
     if code == configured and override is not None:
         return int(override)
     return _EXPONENTS.get(code, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Currency:
+    """A currency and its minor unit, looked up once for many amounts.
+
+    ``Currency.of(code)`` then ``parse`` and ``to_minor`` are
+    :func:`parse_amount` and :func:`to_minor` without reading the
+    configuration for each amount.
+    """
+
+    #: The ISO 4217 code, upper-case.
+    code: str
+    #: Decimals of the minor unit (see :func:`decimals`).
+    exp: int
+
+    @classmethod
+    def of(cls, code: str | None = None, app: Flask | None = None) -> Currency:
+        """The currency ``code``, the configured one by default."""
+        return cls((code or currency(app)).upper(), decimals(code, app))
+
+    def parse(self, value: MoneyInput) -> Decimal:
+        """:func:`parse_amount` in this currency."""
+        return _exact(value, self.exp)
+
+    def to_minor(self, value: MoneyInput) -> int:
+        """:func:`to_minor` in this currency."""
+        return int(_exact(value, self.exp).scaleb(self.exp))
 
 
 def check_currency(code: str, app: Flask | None = None) -> str:
@@ -95,8 +124,7 @@ def to_minor(value: MoneyInput, code: str | None = None) -> int:
 
     Exact: see :func:`parse_amount` for what is refused.
     """
-    exp = decimals(code)
-    return int(_exact(value, exp).scaleb(exp))
+    return Currency.of(code).to_minor(value)
 
 
 def from_minor(minor: int, code: str | None = None) -> Decimal:

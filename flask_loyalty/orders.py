@@ -43,6 +43,7 @@ from .errors import MemberNotFound
 from .errors import NotFound
 from .member_lock import run_locked
 from .members import member_for_user
+from .money import Currency
 from .money import parse_amount
 from .money import to_minor
 from .points import capture_within
@@ -142,6 +143,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
     fingerprint = _fingerprint(data, member_id)
     paid_at = to_utc(at, "at")
     key = f"order:{data.reference}"
+    minor = Currency.of(data.currency).to_minor
 
     def work(op: Operation) -> OrderOutcome:
         store = op.store
@@ -172,16 +174,16 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
         earned = 0 if dry else quote.points
         order_id = store.save_order(row.id if row is not None else None, {
             "member_id": member_id, "reference": data.reference, "currency": data.currency.upper(),
-            "total_minor": to_minor(data.total), "shipping_minor": to_minor(data.shipping),
-            "tax_minor": to_minor(data.tax), "discount_minor": to_minor(data.discount),
-            "points_value_minor": to_minor(data.paid_with_points), "refunded_minor": 0,
+            "total_minor": minor(data.total), "shipping_minor": minor(data.shipping),
+            "tax_minor": minor(data.tax), "discount_minor": minor(data.discount),
+            "points_value_minor": minor(data.paid_with_points), "refunded_minor": 0,
             "status": "paid" if row is None or row.status == "placed" else row.status,
             "points": earned, "params_hash": fingerprint, "paid_at": when,
             **({"created_at": op.now} if row is None else {}),
         })  # fmt: skip
         store.replace_order_lines(order_id, [
             {"sku": ln.sku, "name": ln.name, "category": ln.category, "quantity": ln.quantity,
-             "unit_price_minor": to_minor(ln.unit_price), "discount_minor": to_minor(ln.discount),
+             "unit_price_minor": minor(ln.unit_price), "discount_minor": minor(ln.discount),
              "points": 0 if dry else part.points, "refunded_quantity": 0, "refunded_points": 0}
             for ln, part in zip(data.lines, quote.lines, strict=True)
         ], new=row is None)  # fmt: skip

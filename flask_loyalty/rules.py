@@ -243,9 +243,10 @@ def share(total: int, weights: t.Sequence[Fraction]) -> list[int]:
 
     The parts always add up to ``total``; ties go to the earlier weight.
     """
+    if len(weights) < 2 or total == 0:
+        # Nothing to split: no lines, one line, or nothing to share.
+        return [total] + [0] * (len(weights) - 1) if weights else []
     whole = sum(weights, Fraction(0))
-    if not weights:
-        return []
     if whole == 0:
         return [total] + [0] * (len(weights) - 1)
     exact = [total * w / whole for w in weights]

@@ -9,6 +9,7 @@ against the models' tables: one round trip each, no unit-of-work overhead.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import functools
@@ -35,9 +36,10 @@ from .transaction import write_count
 
 T = t.TypeVar("T")
 
-#: ``session.info`` key: the connection of the running operation and whether
-#: its hot statements run on the driver's cursor (see :meth:`LoyaltyStore.execute`).
-_BOUND = "loyalty_bound"
+#: The running operation's session, its connection (``None`` until the first
+#: statement) and whether its hot statements run on the driver's cursor (see
+#: :meth:`LoyaltyStore.execute`).
+_BOUND: contextvars.ContextVar[list[t.Any] | None] = contextvars.ContextVar("loyalty_bound", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,18 +204,13 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         session = self.session
 
         def bound() -> T:
-            # The operation's statements share one look-up of the connection
-            # (see :meth:`execute`); a nested operation gets its own.
-            info = session.info
-            outer = info.get(_BOUND)
-            info[_BOUND] = None
+            # The operation's statements share one look-up of the session and
+            # its connection (see :meth:`execute`); a nested operation gets its own.
+            token = _BOUND.set([session, None, False])
             try:
                 return work()
             finally:
-                if outer is None:
-                    info.pop(_BOUND, None)
-                else:
-                    info[_BOUND] = outer
+                _BOUND.reset(token)
 
         return run_atomic(
             session,
@@ -263,19 +260,19 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         (:func:`~flask_loyalty.transaction.note_write`): inside a host's
         transaction that opens the operation's savepoint.
         """
-        session = self.db.session()
+        bound = _BOUND.get()
+        session = self.db.session() if bound is None else bound[0]
         if statement.is_dml:
             note_write(session)
-        info = session.info
-        bound = info.get(_BOUND)
-        if bound is None:
+        if bound is None or bound[1] is None:
             conn = session.connection()
-            bound = (conn, bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn))
-            if _BOUND in info:
+            drive = bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn)
+            if bound is not None:
                 # Inside :meth:`atomic`: the transaction keeps this connection
                 # (a savepoint is opened on it) until the operation ends.
-                info[_BOUND] = bound
-        conn, drive = bound
+                bound[1:] = [conn, drive]
+        else:
+            conn, drive = bound[1], bound[2]
         if drive and id(statement) in self._driven:
             result = self.driver.run(conn, statement, params)
             if result is not None:

@@ -15,6 +15,7 @@ from flask import Flask
 from .config import choice_value
 from .config import config_value
 from .config import decimal_setting
+from .config import derived
 from .money import decimals
 
 #: The qualifying metrics accepted by ``LOYALTY_TIER_METRIC``.
@@ -98,6 +99,14 @@ def configured_tiers(app: Flask | None = None) -> tuple[Tier, ...]:
 
     :raises ValueError: naming ``LOYALTY_TIERS``, the entry and what is wrong.
     """
+    return derived(_build_tiers, TIER_CONFIG_KEYS, app)
+
+
+#: The configuration keys the tiers are built from.
+TIER_CONFIG_KEYS = ("TIERS", "TIER_METRIC", "CURRENCY", "CURRENCY_DECIMALS")
+
+
+def _build_tiers(app: Flask) -> tuple[Tier, ...]:
     raw = config_value("TIERS", app)
     if isinstance(raw, str | bytes | t.Mapping) or not isinstance(raw, t.Sequence):
         raise ValueError(f"LOYALTY_TIERS must be a list of mappings, not {raw!r}.")

@@ -34,10 +34,14 @@ import time
 import typing as t
 
 import sqlalchemy as sa
+from flask import has_app_context
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from .config import config_value
+from .driver import run_plain
+from .driver import watched as driver_watched
 from .errors import ConcurrencyError
 from .errors import LoyaltyError
 
@@ -146,10 +150,19 @@ def install_sqlite_locking(engine: sa.engine.Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        sql = "BEGIN IMMEDIATE" if write else "BEGIN"
+        if driver_watched(conn) or not _driver_enabled():
+            conn.exec_driver_sql(sql)
+        else:
+            run_plain(conn, sql)
 
     # Connections opened before the listeners existed are discarded.
     engine.pool.dispose()
+
+
+def _driver_enabled() -> bool:
+    """``LOYALTY_DRIVER_STATEMENTS_ENABLED`` of the current app (true outside an app context)."""
+    return not has_app_context() or bool(config_value("DRIVER_STATEMENTS_ENABLED"))
 
 
 def track_host_flushes(session_class: t.Any) -> None:

@@ -12,7 +12,9 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_loyalty import Loyalty
 from flask_loyalty.config import config_value
 from flask_loyalty.config import DEFAULTS
+from flask_loyalty.config import derived
 from flask_loyalty.config import PREFIX
+from flask_loyalty.earning import configured_rules
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "config.rst"
 
@@ -259,3 +261,39 @@ def test_every_key_is_documented() -> None:
     text = DOCS.read_text(encoding="utf-8")
     missing = [PREFIX + key for key in DEFAULTS if PREFIX + key not in text]
     assert missing == []
+
+
+def test_derived_settings_are_built_once_and_again_when_a_key_changes() -> None:
+    app = make_app(LOYALTY_EXCLUDED_SKUS=["GIFT-CARD"])
+    built: list[t.Any] = []
+
+    def build(app: Flask) -> tuple[str, ...]:
+        value = tuple(config_value("EXCLUDED_SKUS", app))
+        built.append(value)
+        return value
+
+    keys = ("EXCLUDED_SKUS",)
+    with app.app_context():
+        assert derived(build, keys) == ("GIFT-CARD",)
+        assert derived(build, keys) == ("GIFT-CARD",)
+        assert len(built) == 1
+        app.config["LOYALTY_EXCLUDED_SKUS"] = ["GIFT-CARD", "SAMPLE"]
+        assert derived(build, keys) == ("GIFT-CARD", "SAMPLE")
+        # A list changed in place is a change too.
+        app.config["LOYALTY_EXCLUDED_SKUS"].append("BAG")
+        assert derived(build, keys) == ("GIFT-CARD", "SAMPLE", "BAG")
+        assert len(built) == 3
+    # Each app has its own.
+    other = make_app()
+    assert derived(build, keys, other) == ()
+    assert len(built) == 4
+
+
+def test_a_derived_setting_that_fails_is_not_remembered() -> None:
+    app = make_app(LOYALTY_EARN_RATE="ten")
+    with app.app_context():
+        for _ in range(2):
+            with pytest.raises(ValueError, match="LOYALTY_EARN_RATE"):
+                configured_rules()
+        app.config["LOYALTY_EARN_RATE"] = 5
+        assert configured_rules().rate == 5

@@ -203,3 +203,26 @@ def test_round_trip_is_exact(app: Flask, places: int, data: st.DataObject) -> No
         assert back.as_tuple().exponent == -places
         assert money.to_minor(money.from_minor(minor)) == minor
         assert money.to_minor(str(amount)) == money.to_minor(amount)
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "amount", "minor"),
+    [(USD, None, "12.34", 1234), (JPY, "jpy", "500", 500), (BHD, None, "1.005", 1005), (USD, "JPY", "7", 7)],
+)
+def test_a_currency_looked_up_once_converts_as_the_functions_do(
+    app: Flask, code: str | None, amount: str, minor: int
+) -> None:
+    with app.app_context():
+        unit = money.Currency.of(code)
+        assert unit.code == (code or money.currency()).upper()
+        assert unit.parse(amount) == money.parse_amount(amount, code) == Decimal(amount)
+        assert unit.to_minor(amount) == money.to_minor(amount, code) == minor
+
+
+@pytest.mark.parametrize("bad", [0.5, True, "1.001", "NaN", "x", None])
+def test_a_currency_refuses_what_parse_amount_refuses(usd: None, bad: t.Any) -> None:
+    unit = money.Currency.of()
+    with pytest.raises(InvalidRequest):
+        unit.parse(bad)
+    with pytest.raises(InvalidRequest):
+        unit.to_minor(bad)
