@@ -18,12 +18,19 @@ T = t.TypeVar("T")
 
 
 def run_locked(
-    member_id: int, work: t.Callable[[Operation], T], *, replayed: t.Callable[[T], bool] = lambda _: False
+    member_id: int,
+    work: t.Callable[[Operation], T],
+    *,
+    replayed: t.Callable[[T], bool] = lambda _: False,
+    lock: bool = True,
 ) -> T:
     """Run ``work`` in one write transaction holding the member's lock.
 
     ``work`` gets an :class:`~flask_loyalty.posting.Operation` with the
-    member locked and its balances read; it chains ledger steps with
+    member locked and its balances read (with ``lock=False``, ``work``
+    locks the member with its first read and sets
+    :attr:`~flask_loyalty.posting.Operation.balances`, or the first use of
+    them locks it); it chains ledger steps with
     :meth:`~flask_loyalty.posting.Operation.then` and queues signals with
     :meth:`~flask_loyalty.posting.Operation.notify`. The queued signals are
     sent after commit, unless ``replayed(result)`` says the call repeated an
@@ -33,7 +40,8 @@ def run_locked(
 
     def attempt() -> tuple[T, list[t.Any]]:
         op = Operation(state.store, member_id, "service", "service", "", state.now())
-        op.balances = state.store.lock_member(member_id)
+        if lock:
+            op.balances = state.store.lock_member(member_id)
         return work(op), op.events
 
     result, events = state.store.atomic(attempt)

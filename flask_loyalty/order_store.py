@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing as t
 
 import sqlalchemy as sa
+
+from .transaction import KeyTaken
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +28,8 @@ class PaidOrderState:
     tier: str | None
     #: The stored campaigns in force (rows, oldest first).
     campaigns: list[t.Any]
+    #: The member's balances, when the read locked the member (``lock=True``).
+    balances: t.Any = None
 
 
 class OrderQueries:
@@ -32,6 +37,8 @@ class OrderQueries:
 
     models: t.Any
     execute: t.Callable[..., t.Any]
+    balances_of: t.Callable[[t.Any, int], t.Any]
+    lock_member: t.Callable[[int], t.Any]
     fresh: t.Callable[[t.Any], t.Any]
     prepared: t.Callable[..., t.Any]
     order_reservations: t.Callable[[int, str], list[t.Any]]
@@ -41,8 +48,10 @@ class OrderQueries:
         def dialect(self) -> str:
             """The dialect's name (see :attr:`LoyaltyStore.dialect`)."""
 
-    def paid_order_state(self, member_id: int, reference: str, at: dt.datetime) -> PaidOrderState:
-        """Everything paying order ``reference`` reads, the member being locked already.
+    def paid_order_state(
+        self, member_id: int, reference: str, at: dt.datetime, *, lock: bool = False
+    ) -> PaidOrderState:
+        """Everything paying order ``reference`` reads.
 
         On PostgreSQL and SQLite one statement tells whether the order
         exists, whether it has held reservations and whether any stored
@@ -50,27 +59,52 @@ class OrderQueries:
         is then read in full. A first payment with no hold and no campaign
         reads one row. On MySQL and MariaDB, whose reads inside a host's
         transaction must lock to see the latest rows, each is read on its own.
+
+        :param lock: lock the member's row in the same statement and return
+            its balances (:attr:`PaidOrderState.balances`); otherwise the
+            member must be locked already. On PostgreSQL a statement that
+            waited for the lock reads the other tables as they were before
+            it waited. Every change of a reservation moves the member's
+            ``reserved`` balance, so the statement also tells whether the
+            member's row it locked is the one its snapshot sees: if not,
+            the order, its holds and the campaigns are read again, now under
+            the lock. An order inserted meanwhile by a transaction that only
+            locked the member is caught by the order's unique reference
+            (see :meth:`insert_paid_order`).
+        :raises MemberNotFound: with ``lock``, if there is no such member.
+        :raises MemberClosed: with ``lock``, if the member is closed.
         """
+        balances = None
         if self.dialect in ("mysql", "mariadb"):
+            if lock:
+                balances = self.lock_member(member_id)
             has_order = has_held = has_campaigns = True
             tier = self.member_tier(member_id)[0]
         else:
+            name, build = "paid_order_probe", self._build_paid_order_probe
+            if lock:
+                name, build = "paid_order_probe_locking", functools.partial(build, lock=True)
             probe = self.execute(
-                self.prepared("paid_order_probe", self._build_paid_order_probe, driven=True),
+                self.prepared(name, build, driven=True),
                 {"b_member": member_id, "b_reference": reference, "b_key": f"order:{reference}", "b_at": at},
-            ).one()
+            ).first()
+            if lock:
+                balances = self.balances_of(probe, member_id)
             has_order, has_held, has_campaigns = probe.order_id is not None, probe.held, probe.campaigns
             tier = probe.tier
+            if lock and self.dialect == "postgresql" and not probe.current:
+                has_order = has_held = has_campaigns = True
         held = self.order_reservations(member_id, reference) if has_held else []
         return PaidOrderState(
             order=self.find_order(reference) if has_order else None,
             held=[r for r in held if r.status == "held"],
             tier=tier,
             campaigns=self.active_campaigns(at) if has_campaigns else [],
+            balances=balances,
         )
 
-    def _build_paid_order_probe(self) -> t.Any:
-        o, m = self.models.Order.__table__, self.models.Member.__table__
+    def _build_paid_order_probe(self, *, lock: bool = False) -> t.Any:
+        o, member = self.models.Order.__table__, self.models.Member.__table__
         v = self.models.Reservation.__table__
         reference: sa.BindParameter[str] = sa.bindparam("b_reference")
         held = sa.exists().where(
@@ -81,12 +115,53 @@ class OrderQueries:
         campaigns = sa.exists().where(
             *self._campaign_in_force(sa.bindparam("b_at", type_=o.c.created_at.type))
         )
-        return sa.select(
+        probe = (
             sa.select(o.c.id).where(o.c.reference == reference).scalar_subquery().label("order_id"),
             held.label("held"),
             campaigns.label("campaigns"),
-            sa.select(m.c.tier).where(m.c.id == sa.bindparam("b_member")).scalar_subquery().label("tier"),
         )
+        if not lock:
+            m = member
+            tier = sa.select(m.c.tier).where(m.c.id == sa.bindparam("b_member")).scalar_subquery()
+            return sa.select(*probe, tier.label("tier"))
+        m = member.alias("m")
+        columns = [m.c.status, m.c.available, m.c.pending, m.c.reserved, m.c.lifetime_earned, m.c.tier]
+        if self.dialect == "postgresql":
+            # Whether the locked row (its latest version) is the one the
+            # statement's snapshot sees: the same row version, the same xmin.
+            seen = member.alias("m2")
+            snapshot: sa.Select[t.Any] = sa.select(sa.literal_column("m2.xmin")).where(
+                seen.c.id == sa.bindparam("b_member")
+            )
+            columns.append((sa.literal_column("m.xmin") == snapshot.scalar_subquery()).label("current"))
+        return sa.select(*columns, *probe).where(m.c.id == sa.bindparam("b_member")).with_for_update(of=m)
+
+    def insert_paid_order(self, values: dict[str, t.Any]) -> int:
+        """Insert a new paid order and return its id.
+
+        Where the engine has ``INSERT ... ON CONFLICT`` (PostgreSQL, SQLite),
+        an order whose reference was taken meanwhile by a concurrent
+        transaction raises :class:`~flask_loyalty.transaction.KeyTaken`
+        (the operation is replayed and finds it) instead of failing the
+        transaction. Elsewhere the member's lock was taken before the
+        order was looked up, and it is a plain insert.
+        """
+        if self.dialect not in ("postgresql", "sqlite"):
+            return self.save_order(None, values)
+        row = self.execute(
+            self.prepared("insert_paid_order", self._build_insert_order, driven=True), values
+        ).first()
+        if row is None:
+            raise KeyTaken(f"Order {values['reference']!r} was recorded by a concurrent transaction.")
+        return int(row[0])
+
+    def _build_insert_order(self) -> t.Any:
+        from sqlalchemy.dialects import postgresql
+        from sqlalchemy.dialects import sqlite
+
+        o = self.models.Order.__table__
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return insert(o).on_conflict_do_nothing().returning(o.c.id)
 
     def _campaign_in_force(self, at: t.Any) -> tuple[sa.ColumnElement[bool], ...]:
         c = self.models.Campaign.__table__

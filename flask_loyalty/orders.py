@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import typing as t
 from decimal import Decimal
@@ -90,15 +91,21 @@ def _fingerprint(data: OrderData, member_id: int) -> str:
     })  # fmt: skip
 
 
-def _run(member_id: int, work: t.Callable[[Operation], OrderOutcome], signal: t.Any) -> OrderOutcome:
-    """Run a lifecycle step in one write transaction, then send its signals."""
+def _run(
+    member_id: int, work: t.Callable[[Operation], OrderOutcome], signal: t.Any, *, lock: bool = True
+) -> OrderOutcome:
+    """Run a lifecycle step in one write transaction, then send its signals.
+
+    :param lock: lock the member before ``work``; ``False`` when ``work``
+        locks it with its first read (see :func:`~flask_loyalty.member_lock.run_locked`).
+    """
 
     def step(op: Operation) -> OrderOutcome:
         outcome = work(op)
         op.notify(signal, after=True, member_id=member_id, order=outcome)
         return outcome
 
-    return run_locked(member_id, step, replayed=lambda outcome: outcome.replayed)
+    return run_locked(member_id, step, replayed=lambda outcome: outcome.replayed, lock=lock)
 
 
 def _recorded_member(data: OrderData) -> int:
@@ -148,7 +155,9 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
     def work(op: Operation) -> OrderOutcome:
         store = op.store
         when = paid_at or op.now
-        state = store.paid_order_state(member_id, data.reference, when)
+        # The member's lock and the order's state in one read.
+        state = store.paid_order_state(member_id, data.reference, when, lock=True)
+        op.balances = state.balances
         row = state.order
         if row is not None and row.member_id != member_id:
             raise InvalidRequest(f"Order {data.reference!r} belongs to another member.")
@@ -172,7 +181,8 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
         if dry:
             log.info("Dry run: order %s would earn %s points: %s", data.reference, quote.points, quote)
         earned = 0 if dry else quote.points
-        order_id = store.save_order(row.id if row is not None else None, {
+        save = store.insert_paid_order if row is None else functools.partial(store.save_order, row.id)
+        order_id = save({
             "member_id": member_id, "reference": data.reference, "currency": data.currency.upper(),
             "total_minor": minor(data.total), "shipping_minor": minor(data.shipping),
             "tax_minor": minor(data.tax), "discount_minor": minor(data.discount),
@@ -207,7 +217,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             promote_within(op, tier)
         return OrderOutcome(data.reference, member_id, "paid", earned, postings, quote)
 
-    return _run(member_id, work, signals.order_recorded)
+    return _run(member_id, work, signals.order_recorded, lock=False)
 
 
 def order_completed(order: t.Any) -> OrderOutcome:

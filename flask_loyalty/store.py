@@ -306,7 +306,16 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         :raises MemberNotFound: if there is no such member.
         :raises MemberClosed: if ``active`` and the member is closed.
         """
-        row = self.execute(self._lock_member, {"b_member": member_id}).first()
+        return self.balances_of(
+            self.execute(self._lock_member, {"b_member": member_id}).first(), member_id, active=active
+        )
+
+    def balances_of(self, row: t.Any, member_id: int, *, active: bool = True) -> Balances:
+        """The balances of a member's row read with its lock (``None``: no such member).
+
+        :raises MemberNotFound: if ``row`` is ``None``.
+        :raises MemberClosed: if ``active`` and the member is closed.
+        """
         if row is None:
             raise MemberNotFound(f"No member has id {member_id}.")
         if active and row.status != "active":
