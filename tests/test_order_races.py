@@ -37,7 +37,8 @@ REFERENCE = "R-1001"
 def order(member_id: int) -> OrderData:
     """A paid order of 12.00 with one line."""
     line = LineContext(sku="TEA-01", quantity=1, unit_price=Decimal("12.00"))
-    return OrderData(reference=REFERENCE, user=member_id, currency="USD", total=Decimal("12.00"), lines=(line,))
+    total = Decimal("12.00")
+    return OrderData(reference=REFERENCE, user=member_id, currency="USD", total=total, lines=(line,))
 
 
 def waiting_for_a_lock(app: Flask, db: t.Any, engine: str) -> None:
