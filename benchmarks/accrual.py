@@ -3,8 +3,8 @@
 *Ours* is what a shop does when an order is paid: it calls
 :func:`flask_loyalty.orders.order_paid` with the order (here as
 :class:`~flask_loyalty.adapters.OrderData` with one line). In one transaction
-the extension locks the member, checks that the order is new and has no
-checkout hold, prices it with the earning rules (10 points per currency unit,
+the extension locks the member and, in the same statement, checks that the
+order is new and has no checkout hold, prices it with the earning rules (10 points per currency unit,
 the default), records the order and its line, and credits the points: the
 member's balances, a lot and a ledger entry.
 
