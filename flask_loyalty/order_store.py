@@ -13,8 +13,6 @@ import typing as t
 
 import sqlalchemy as sa
 
-from .transaction import KeyTaken
-
 
 @dataclasses.dataclass(frozen=True)
 class PaidOrderState:
@@ -39,6 +37,7 @@ class OrderQueries:
     execute: t.Callable[..., t.Any]
     balances_of: t.Callable[[t.Any, int], t.Any]
     lock_member: t.Callable[[int], t.Any]
+    insert_unless_taken: t.Callable[..., int]
     fresh: t.Callable[[t.Any], t.Any]
     prepared: t.Callable[..., t.Any]
     order_reservations: t.Callable[[int, str], list[t.Any]]
@@ -148,20 +147,11 @@ class OrderQueries:
         """
         if self.dialect not in ("postgresql", "sqlite"):
             return self.save_order(None, values)
-        row = self.execute(
-            self.prepared("insert_paid_order", self._build_insert_order, driven=True), values
-        ).first()
-        if row is None:
-            raise KeyTaken(f"Order {values['reference']!r} was recorded by a concurrent transaction.")
-        return int(row[0])
-
-    def _build_insert_order(self) -> t.Any:
-        from sqlalchemy.dialects import postgresql
-        from sqlalchemy.dialects import sqlite
-
-        o = self.models.Order.__table__
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return insert(o).on_conflict_do_nothing().returning(o.c.id)
+        return self.insert_unless_taken(
+            self.models.Order.__table__,
+            values,
+            f"Order {values['reference']!r} was recorded by a concurrent transaction.",
+        )
 
     def _campaign_in_force(self, at: t.Any) -> tuple[sa.ColumnElement[bool], ...]:
         c = self.models.Campaign.__table__

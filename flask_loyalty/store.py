@@ -427,19 +427,32 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         if not unseen:
             result = self.execute(self._insert_entry, values)
             return int(result.inserted_primary_key[0])
+        return self.insert_unless_taken(
+            self.entry, values, f"Source key {values['source_key']!r} was used by a concurrent transaction."
+        )
+
+    def insert_unless_taken(self, table: sa.Table, values: dict[str, t.Any], taken: str) -> int:
+        """Insert a row into ``table`` and return its id, unless a unique key of it is taken.
+
+        The insert skips a duplicate (``INSERT ... ON CONFLICT DO NOTHING``,
+        PostgreSQL and SQLite), which leaves the transaction usable, and
+        raises :class:`~flask_loyalty.transaction.KeyTaken` with the message
+        ``taken``: the operation is replayed and finds the row that took it.
+        """
+
+        def build() -> t.Any:
+            from sqlalchemy.dialects import postgresql
+            from sqlalchemy.dialects import sqlite
+
+            insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+            return insert(table).on_conflict_do_nothing().returning(table.c.id)
+
         row = self.execute(
-            self.prepared("insert_entry_unseen", self._build_insert_unseen, driven=True), values
+            self.prepared(f"insert_unless_taken:{table.name}", build, driven=True), values
         ).first()
         if row is None:
-            raise KeyTaken(f"Source key {values['source_key']!r} was used by a concurrent transaction.")
+            raise KeyTaken(taken)
         return int(row[0])
-
-    def _build_insert_unseen(self) -> t.Any:
-        from sqlalchemy.dialects import postgresql
-        from sqlalchemy.dialects import sqlite
-
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return insert(self.entry).on_conflict_do_nothing().returning(self.entry.c.id)
 
     def reversed_points(self, entry_id: int) -> int:
         """The nominal points already reversed of the entry ``entry_id`` (positive)."""
