@@ -222,7 +222,7 @@ def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) ->
                     tuple(v if f is None else f(v) for f, v in zip(plan.results, r, strict=True))
                     for r in fetched
                 ]
-            rows = [plan.row(*r) for r in fetched] if plan.row is not None else list(fetched)
+            rows = [plan.row(*r) for r in fetched]
         key = None
         if plan.returns_key:
             key, rows = rows[0][0], []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import typing as t
 
 import sqlalchemy as sa
@@ -26,8 +25,8 @@ class PaidOrderState:
     tier: str | None
     #: The stored campaigns in force (rows, oldest first).
     campaigns: list[t.Any]
-    #: The member's balances, when the read locked the member (``lock=True``).
-    balances: t.Any = None
+    #: The member's balances, read with its lock.
+    balances: t.Any
 
 
 class OrderQueries:
@@ -47,51 +46,42 @@ class OrderQueries:
         def dialect(self) -> str:
             """The dialect's name (see :attr:`LoyaltyStore.dialect`)."""
 
-    def paid_order_state(
-        self, member_id: int, reference: str, at: dt.datetime, *, lock: bool = False
-    ) -> PaidOrderState:
-        """Everything paying order ``reference`` reads.
+    def paid_order_state(self, member_id: int, reference: str, at: dt.datetime) -> PaidOrderState:
+        """Lock the member and read everything paying order ``reference`` reads.
 
-        On PostgreSQL and SQLite one statement tells whether the order
-        exists, whether it has held reservations and whether any stored
-        campaign is in force, and reads the member's tier; only what exists
-        is then read in full. A first payment with no hold and no campaign
-        reads one row. On MySQL and MariaDB, whose reads inside a host's
-        transaction must lock to see the latest rows, each is read on its own.
+        On PostgreSQL and SQLite one statement locks the member's row, reads
+        its balances and tier, and tells whether the order exists, whether it
+        has held reservations and whether any stored campaign is in force;
+        only what exists is then read in full. A first payment with no hold
+        and no campaign reads one row. On MySQL and MariaDB, whose reads
+        inside a host's transaction must lock to see the latest rows, the
+        member is locked first and each is read on its own.
 
-        :param lock: lock the member's row in the same statement and return
-            its balances (:attr:`PaidOrderState.balances`); otherwise the
-            member must be locked already. On PostgreSQL a statement that
-            waited for the lock reads the other tables as they were before
-            it waited. Every change of a reservation moves the member's
-            ``reserved`` balance, so the statement also tells whether the
-            member's row it locked is the one its snapshot sees: if not,
-            the order, its holds and the campaigns are read again, now under
-            the lock. An order inserted meanwhile by a transaction that only
-            locked the member is caught by the order's unique reference
-            (see :meth:`insert_paid_order`).
-        :raises MemberNotFound: with ``lock``, if there is no such member.
-        :raises MemberClosed: with ``lock``, if the member is closed.
+        On PostgreSQL a statement that waited for the lock reads the other
+        tables as they were before it waited. Every change of a reservation
+        moves the member's ``reserved`` balance, so the statement also tells
+        whether the member's row it locked is the one its snapshot sees: if
+        not, the order, its holds and the campaigns are read again, now under
+        the lock. An order inserted meanwhile by a transaction that only
+        locked the member is caught by the order's unique reference (see
+        :meth:`insert_paid_order`).
+
+        :raises MemberNotFound: if there is no such member.
+        :raises MemberClosed: if the member is closed.
         """
-        balances = None
         if self.dialect in ("mysql", "mariadb"):
-            if lock:
-                balances = self.lock_member(member_id)
+            balances = self.lock_member(member_id)
             has_order = has_held = has_campaigns = True
             tier = self.member_tier(member_id)[0]
         else:
-            name, build = "paid_order_probe", self._build_paid_order_probe
-            if lock:
-                name, build = "paid_order_probe_locking", functools.partial(build, lock=True)
             probe = self.execute(
-                self.prepared(name, build, driven=True),
+                self.prepared("paid_order_probe", self._build_paid_order_probe, driven=True),
                 {"b_member": member_id, "b_reference": reference, "b_key": f"order:{reference}", "b_at": at},
             ).first()
-            if lock:
-                balances = self.balances_of(probe, member_id)
+            balances = self.balances_of(probe, member_id)
             has_order, has_held, has_campaigns = probe.order_id is not None, probe.held, probe.campaigns
             tier = probe.tier
-            if lock and self.dialect == "postgresql" and not probe.current:
+            if self.dialect == "postgresql" and not probe.current:
                 has_order = has_held = has_campaigns = True
         held = self.order_reservations(member_id, reference) if has_held else []
         return PaidOrderState(
@@ -102,7 +92,7 @@ class OrderQueries:
             balances=balances,
         )
 
-    def _build_paid_order_probe(self, *, lock: bool = False) -> t.Any:
+    def _build_paid_order_probe(self) -> t.Any:
         o, member = self.models.Order.__table__, self.models.Member.__table__
         v = self.models.Reservation.__table__
         reference: sa.BindParameter[str] = sa.bindparam("b_reference")
@@ -114,17 +104,13 @@ class OrderQueries:
         campaigns = sa.exists().where(
             *self._campaign_in_force(sa.bindparam("b_at", type_=o.c.created_at.type))
         )
-        probe = (
+        m = member.alias("m")
+        columns = [
+            m.c.status, m.c.available, m.c.pending, m.c.reserved, m.c.lifetime_earned, m.c.tier,
             sa.select(o.c.id).where(o.c.reference == reference).scalar_subquery().label("order_id"),
             held.label("held"),
             campaigns.label("campaigns"),
-        )
-        if not lock:
-            m = member
-            tier = sa.select(m.c.tier).where(m.c.id == sa.bindparam("b_member")).scalar_subquery()
-            return sa.select(*probe, tier.label("tier"))
-        m = member.alias("m")
-        columns = [m.c.status, m.c.available, m.c.pending, m.c.reserved, m.c.lifetime_earned, m.c.tier]
+        ]  # fmt: skip
         if self.dialect == "postgresql":
             # Whether the locked row (its latest version) is the one the
             # statement's snapshot sees: the same row version, the same xmin.
@@ -133,7 +119,7 @@ class OrderQueries:
                 seen.c.id == sa.bindparam("b_member")
             )
             columns.append((sa.literal_column("m.xmin") == snapshot.scalar_subquery()).label("current"))
-        return sa.select(*columns, *probe).where(m.c.id == sa.bindparam("b_member")).with_for_update(of=m)
+        return sa.select(*columns).where(m.c.id == sa.bindparam("b_member")).with_for_update(of=m)
 
     def insert_paid_order(self, values: dict[str, t.Any]) -> int:
         """Insert a new paid order and return its id.

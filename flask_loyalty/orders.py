@@ -156,7 +156,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
         store = op.store
         when = paid_at or op.now
         # The member's lock and the order's state in one read.
-        state = store.paid_order_state(member_id, data.reference, when, lock=True)
+        state = store.paid_order_state(member_id, data.reference, when)
         op.balances = state.balances
         row = state.order
         if row is not None and row.member_id != member_id:

@@ -36,10 +36,21 @@ from .transaction import write_count
 
 T = t.TypeVar("T")
 
-#: The running operation's session, its connection (``None`` until the first
-#: statement) and whether its hot statements run on the driver's cursor (see
-#: :meth:`LoyaltyStore.execute`).
-_BOUND: contextvars.ContextVar[list[t.Any] | None] = contextvars.ContextVar("loyalty_bound", default=None)
+
+class _Bound:
+    """The running operation's session, and its connection once the first statement has run."""
+
+    __slots__ = ("session", "conn", "drive")
+
+    def __init__(self, session: t.Any) -> None:
+        self.session = session
+        self.conn: sa.Connection | None = None
+        #: Whether the hot statements run on the driver's cursor.
+        self.drive = False
+
+
+#: The operation running in this context (see :meth:`LoyaltyStore.atomic`).
+_BOUND: contextvars.ContextVar[_Bound | None] = contextvars.ContextVar("loyalty_bound", default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +217,7 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         def bound() -> T:
             # The operation's statements share one look-up of the session and
             # its connection (see :meth:`execute`); a nested operation gets its own.
-            token = _BOUND.set([session, None, False])
+            token = _BOUND.set(_Bound(session))
             try:
                 return work()
             finally:
@@ -261,18 +272,18 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         transaction that opens the operation's savepoint.
         """
         bound = _BOUND.get()
-        session = self.db.session() if bound is None else bound[0]
+        session = self.db.session() if bound is None else bound.session
         if statement.is_dml:
             note_write(session)
-        if bound is None or bound[1] is None:
+        if bound is not None and bound.conn is not None:
+            conn, drive = bound.conn, bound.drive
+        else:
             conn = session.connection()
             drive = bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn)
             if bound is not None:
                 # Inside :meth:`atomic`: the transaction keeps this connection
                 # (a savepoint is opened on it) until the operation ends.
-                bound[1:] = [conn, drive]
-        else:
-            conn, drive = bound[1], bound[2]
+                bound.conn, bound.drive = conn, drive
         if drive and id(statement) in self._driven:
             result = self.driver.run(conn, statement, params)
             if result is not None:

@@ -26,6 +26,8 @@ TIER_PERIODS = ("lifetime", "rolling_12_months", "calendar_year")
 MAX_GRACE_DAYS = 365
 #: The longest tier name (the width of ``Member.tier``).
 MAX_NAME_LENGTH = 32
+#: The configuration keys the tiers are built from.
+TIER_CONFIG_KEYS = ("TIERS", "TIER_METRIC", "CURRENCY", "CURRENCY_DECIMALS")
 #: The keys a ``LOYALTY_TIERS`` entry may have.
 TIER_KEYS = ("name", "threshold", "multiplier", "benefits")
 
@@ -100,10 +102,6 @@ def configured_tiers(app: Flask | None = None) -> tuple[Tier, ...]:
     :raises ValueError: naming ``LOYALTY_TIERS``, the entry and what is wrong.
     """
     return derived(_build_tiers, TIER_CONFIG_KEYS, app)
-
-
-#: The configuration keys the tiers are built from.
-TIER_CONFIG_KEYS = ("TIERS", "TIER_METRIC", "CURRENCY", "CURRENCY_DECIMALS")
 
 
 def _build_tiers(app: Flask) -> tuple[Tier, ...]:
