@@ -218,7 +218,7 @@ def _before_commit(session: Session) -> None:
     if session.info.get(IN_HOST_COMMIT) or session.in_nested_transaction():
         return  # a savepoint of a hook, or of the host: the outermost commit runs them
     if not session.info.get(_PENDING) and (
-        _state() is None or not (session.new or session.dirty or session.deleted)
+        not (session.new or session.dirty or session.deleted) or _state() is None
     ):
         return
     # The commit would flush after this event: flush first, so that the

@@ -23,10 +23,6 @@ exactly: one whose columns would get a Python-side default or ``onupdate``
 value, or one with expanding parameters.
 ``LOYALTY_DRIVER_STATEMENTS_ENABLED = False`` runs them all through
 SQLAlchemy.
-
-On SQLite the ``BEGIN IMMEDIATE`` (or ``BEGIN``) that starts a transaction
-(see :func:`flask_loyalty.transaction.install_sqlite_locking`) runs on the
-cursor on the same terms.
 """
 
 from __future__ import annotations
@@ -53,6 +49,22 @@ def watched(conn: sa.Connection) -> bool:
     )
 
 
+#: A parameter with no value of its own: leaving it out is an error.
+_REQUIRED = object()
+
+
+class _Slot(t.NamedTuple):
+    """One parameter of a compiled statement, as ``construct_params`` fills it."""
+
+    #: The name in the compiled statement, and the bind parameter's key.
+    name: str
+    key: str
+    #: The value used when neither is given (:data:`_REQUIRED`: none).
+    default: t.Any
+    #: The type's bind processor, or ``None``.
+    process: t.Callable[[t.Any], t.Any] | None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Compiled:
     """A statement compiled for one dialect and set of parameter names."""
@@ -63,6 +75,11 @@ class _Compiled:
     order: tuple[str, ...] | None
     #: Type processors of the parameters that have one.
     binds: tuple[tuple[str, t.Callable[[t.Any], t.Any]], ...]
+    #: How :func:`_bind` fills each parameter, in the compiled statement's
+    #: order, or ``None`` to go through ``construct_params``.
+    slots: tuple[_Slot, ...] | None
+    #: For a positional paramstyle, the slot of each placeholder, in order.
+    positions: tuple[int, ...] | None
     #: The row type of the result (``None``: the statement returns no rows),
     #: and each column's type processor (or ``None``).
     row: t.Any
@@ -165,11 +182,11 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
     compiled = statement.compile(dialect=dialect, column_keys=list(names) if dml else None)
     if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
         return None
-    binds = tuple(
-        (name, processor)
-        for name, bind in compiled.binds.items()
-        if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    )
+    processors = {
+        name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
+    }
+    binds = tuple((name, processor) for name, processor in processors.items() if processor is not None)
+    slots, positions = _slots(compiled, processors)
     if isinstance(statement, sa.Select):
         columns = list(statement.selected_columns)
     row = collections.namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
@@ -179,6 +196,8 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
         compiled=compiled,
         order=tuple(compiled.positiontup) if compiled.positional else None,
         binds=binds,
+        slots=slots,
+        positions=positions,
         row=row,
         results=results,
         wants_key=returns_key or (insert and not returning),
@@ -186,22 +205,56 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
     )
 
 
+def _slots(
+    compiled: t.Any, processors: t.Mapping[str, t.Callable[[t.Any], t.Any] | None]
+) -> tuple[tuple[_Slot, ...] | None, tuple[int, ...] | None]:
+    """How to fill ``compiled``'s parameters without ``construct_params``.
+
+    ``(None, None)`` when that cannot be done exactly as ``construct_params``
+    would: a parameter whose value is computed when the statement runs, or a
+    statement carrying values given with ``.params()``.
+    """
+    if getattr(compiled, "_collected_params", None) or any(b.callable for b in compiled.bind_names):
+        return None, None
+    slots = tuple(
+        _Slot(name, bind.key, _REQUIRED if bind.required else bind.value, processors.get(name))
+        for bind, name in compiled.bind_names.items()
+    )
+    if not compiled.positional:
+        return slots, None
+    index = {slot.name: i for i, slot in enumerate(slots)}
+    return slots, tuple(index[name] for name in compiled.positiontup)
+
+
 def _bind(plan: _Compiled, params: t.Mapping[str, t.Any]) -> t.Any:
-    """The driver's parameters for ``params``: processed, in placeholder order where positional."""
+    """The driver's parameters for ``params``: processed, in placeholder order where positional.
+
+    A parameter is looked up by its key, then by its compiled name; one given
+    neither way takes the statement's own value, as with ``construct_params``.
+    """
+    slots = plan.slots
+    if slots is not None:
+        values = []
+        for name, key, default, process in slots:
+            if key in params:
+                value = params[key]
+            elif name in params:
+                value = params[name]
+            elif default is _REQUIRED:
+                message = f"A value is required for bind parameter {key!r}"
+                raise sa_exc.InvalidRequestError(message, code="cd3x")
+            else:
+                value = default
+            values.append(value if process is None or value is None else process(value))
+        if plan.positions is None:
+            return {slot.name: value for slot, value in zip(slots, values, strict=True)}
+        return tuple(values[i] for i in plan.positions)
     values = plan.compiled.construct_params(params)
     for name, processor in plan.binds:
         value = values.get(name)
         if value is not None:
             values[name] = processor(value)
     return tuple(values[name] for name in plan.order) if plan.order is not None else values
-
-
-def run_plain(conn: sa.Connection, sql: str) -> None:
-    """Run ``sql``, a statement without parameters or results (``BEGIN IMMEDIATE``), on the cursor.
-
-    Errors are raised as for the hot statements (see the module's documentation).
-    """
-    _execute(conn, _Compiled(sql, None, None, (), None, (), False, False), (), False)
 
 
 def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) -> DriverResult:

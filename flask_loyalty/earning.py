@@ -194,11 +194,14 @@ def rules_at(at: dt.datetime, campaigns: t.Sequence[t.Any] | None = None) -> Rul
     if campaigns is None:
         campaigns = state.store.active_campaigns(at)
     stored = tuple(campaign_from(stored_campaign(row)) for row in campaigns)
+    callbacks = state.extension.earn_rules
+    if not stored and not callbacks:
+        return base
     return RuleSet(
         **{
             **base.__dict__,
             "campaigns": base.campaigns + stored,
-            "callbacks": tuple(state.extension.earn_rules.items()),
+            "callbacks": tuple(callbacks.items()),
         }
     )
 

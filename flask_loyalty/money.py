@@ -101,20 +101,35 @@ def parse_amount(value: MoneyInput, code: str | None = None) -> Decimal:
     return _exact(value, decimals(code))
 
 
+#: Per number of decimals: the largest amount and the minor unit.
+_LIMITS: dict[int, tuple[Decimal, Decimal]] = {}
+
+
+def _limits(exp: int) -> tuple[Decimal, Decimal]:
+    try:
+        return _LIMITS[exp]
+    except KeyError:
+        return _LIMITS.setdefault(exp, (Decimal(MAX_MINOR).scaleb(-exp), Decimal(1).scaleb(-exp)))
+
+
 def _exact(value: MoneyInput, exp: int) -> Decimal:
     """:func:`parse_amount` for a currency with ``exp`` decimals."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise InvalidRequest(f"Money must be a Decimal, int or str, not {value!r}.")
-    try:
-        amount = Decimal(value)
-    except (decimal.InvalidOperation, TypeError, ValueError):
-        raise InvalidRequest(f"{value!r} is not an amount of money.") from None
+    if type(value) is Decimal:
+        amount = value
+    else:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise InvalidRequest(f"Money must be a Decimal, int or str, not {value!r}.")
+        try:
+            amount = Decimal(value)
+        except (decimal.InvalidOperation, TypeError, ValueError):
+            raise InvalidRequest(f"{value!r} is not an amount of money.") from None
     if not amount.is_finite():
         raise InvalidRequest(f"{value!r} is not a finite amount of money.")
+    largest, unit = _limits(exp)
     # Checked before quantizing, which fails on more digits than the context holds.
-    if amount.copy_abs() > Decimal(MAX_MINOR).scaleb(-exp):
+    if amount.copy_abs() > largest:
         raise InvalidRequest(f"{value!r} is too large an amount of money.")
-    if amount != amount.quantize(Decimal(1).scaleb(-exp), rounding=decimal.ROUND_DOWN):
+    if amount != amount.quantize(unit, rounding=decimal.ROUND_DOWN):
         raise InvalidRequest(f"{value!r} has more than {exp} decimal place(s).")
     return amount
 

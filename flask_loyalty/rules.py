@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 import math
 import typing as t
 from decimal import Decimal
@@ -29,6 +30,8 @@ ROUNDINGS = ("floor", "half_up", "ceiling")
 #: What ``LOYALTY_EARN_BASIS`` may count: goods only (the default), goods and
 #: shipping, or everything paid (goods, shipping and tax).
 BASES = ("goods", "goods_shipping", "paid_total")
+_ZERO = Fraction(0)
+_ONE = Fraction(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +241,24 @@ def round_points(value: Fraction, rounding: str) -> int:
     raise InvalidRequest(f"Unknown rounding {rounding!r}; use one of {ROUNDINGS}.")
 
 
+@functools.lru_cache(maxsize=512)
+def _cached_fraction(value: Decimal) -> Fraction:
+    return Fraction(value)
+
+
+def _fraction(value: Decimal | int) -> Fraction:
+    """``Fraction(value)`` for a setting (a rate, a multiplier), remembered."""
+    try:
+        return _cached_fraction(value)
+    except TypeError:  # a signalling NaN cannot be hashed
+        return Fraction(value)
+
+
+def _total(values: t.Sequence[Fraction]) -> Fraction:
+    """The exact sum of ``values``."""
+    return values[0] if len(values) == 1 else sum(values, _ZERO)
+
+
 def share(total: int, weights: t.Sequence[Fraction]) -> list[int]:
     """Split ``total`` into whole parts proportional to ``weights`` (largest remainder).
 
@@ -266,9 +287,12 @@ def _bases(order: OrderContext, rules: RuleSet) -> list[Fraction]:
         deduction -= int(order.shipping.scaleb(rules.decimals))
     if rules.basis == "paid_total":
         deduction -= int(order.tax.scaleb(rules.decimals))
-    weights = [Fraction(a) for a in amounts]
     # Deductions (and, negated, shipping or tax) are shared over the lines by amount.
-    taken = share(deduction, weights) if deduction >= 0 else [-p for p in share(-deduction, weights)]
+    if not deduction:
+        taken = [0] * len(amounts)
+    else:
+        weights = [Fraction(a) for a in amounts]
+        taken = share(deduction, weights) if deduction > 0 else [-p for p in share(-deduction, weights)]
     return [Fraction(max(0, a - d), scale) for a, d in zip(amounts, taken, strict=True)]
 
 
@@ -277,22 +301,24 @@ def _line_multiplier(
 ) -> Fraction:
     if line.sku in rules.excluded_skus or (line.category in rules.excluded_categories):
         applied.append(Applied("exclusion", "× 0", f"{line.sku} earns no points", index))
-        return Fraction(0)
-    factor = Fraction(1)
+        return _ZERO
+    factor = _ONE
     for name, table, key in (
         ("sku multiplier", rules.sku_multipliers, line.sku),
         ("category multiplier", rules.category_multipliers, line.category),
     ):
         if key is not None and key in table:
-            factor *= Fraction(table[key])
+            factor *= _fraction(table[key])
             applied.append(Applied(name, f"× {table[key]}", f"{key}", index))
+    if not rules.campaigns:
+        return factor
     chosen = 0
     for campaign in sorted(rules.campaigns, key=lambda c: -c.priority):
         if not (campaign.active(order.at) and campaign.matches(line)) or campaign.multiplier == 1:
             continue
         if chosen and not campaign.stacking:
             continue
-        factor *= Fraction(campaign.multiplier)
+        factor *= _fraction(campaign.multiplier)
         chosen += 1
         applied.append(Applied(f"campaign {campaign.name}", f"× {campaign.multiplier}", "", index))
         if not campaign.stacking:
@@ -314,18 +340,17 @@ def evaluate(order: OrderContext, rules: RuleSet) -> Quote:
     """
     applied: list[Applied] = []
     bases = _bases(order, rules)
-    rate = Fraction(rules.rate)
-    basis_total = sum(bases, Fraction(0))
-    if rules.minimum is not None and basis_total < Fraction(rules.minimum):
+    rate = _fraction(rules.rate)
+    if rules.minimum is not None and _total(bases) < _fraction(rules.minimum):
         applied.append(Applied("minimum order", "× 0", f"below the minimum of {rules.minimum}"))
         exact = [Fraction(0)] * len(order.lines)
         multipliers = [Fraction(0)] * len(order.lines)
     else:
         multipliers = [_line_multiplier(i, ln, order, rules, applied) for i, ln in enumerate(order.lines)]
         if order.tier_multiplier != 1:
-            multipliers = [m * Fraction(order.tier_multiplier) for m in multipliers]
+            multipliers = [m * _fraction(order.tier_multiplier) for m in multipliers]
             applied.append(Applied("tier", f"× {order.tier_multiplier}", order.tier or ""))
-        exact = [b * rate * m for b, m in zip(bases, multipliers, strict=True)]
+        exact = [b * rate if m is _ONE else b * rate * m for b, m in zip(bases, multipliers, strict=True)]
         for campaign in rules.campaigns:
             # A bonus goes to the lines the campaign covers that earn at all,
             # and only when the order has such a line.
@@ -374,7 +399,7 @@ def _quote(
     rounding: str,
     vetoed: bool,
 ) -> Quote:
-    total = 0 if vetoed else max(0, round_points(sum(exact, Fraction(0)), rounding))
+    total = 0 if vetoed else max(0, round_points(_total(exact), rounding))
     parts = share(total, exact)
     lines = tuple(
         LineQuote(i, line.sku, _to_decimal(bases[i]), _to_decimal(multipliers[i]), exact[i], parts[i])

@@ -28,26 +28,24 @@ the database's write lock at once, so two writers never interleave.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import sqlite3
 import time
 import typing as t
 
 import sqlalchemy as sa
-from flask import has_app_context
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from .config import config_value
-from .driver import run_plain
-from .driver import watched as driver_watched
 from .errors import ConcurrencyError
 from .errors import LoyaltyError
 
 T = t.TypeVar("T")
 
-_WRITE_OPTION = "loyalty_write"
+#: Set while :func:`run_atomic` begins a write transaction (``BEGIN IMMEDIATE`` on SQLite).
+_WRITER: contextvars.ContextVar[bool] = contextvars.ContextVar("loyalty_writer", default=False)
 _FLUSHED = "loyalty_host_flushed"
 #: ``session.info`` keys: the operation running inside a host's transaction,
 #: and the number of writes made through the store.
@@ -136,8 +134,12 @@ def install_sqlite_locking(engine: sa.engine.Engine) -> None:
 
     Every transaction begins with ``BEGIN``, and a loyalty write transaction
     with ``BEGIN IMMEDIATE``. The pysqlite driver is put in autocommit mode so
-    that it emits no ``BEGIN`` of its own (SQLAlchemy's documented recipe for
-    SQLite transactions). Installing twice is harmless.
+    that it emits no ``BEGIN`` of its own, and the engine's dialect emits one
+    when SQLAlchemy begins a transaction (its ``do_begin``, which does nothing
+    for pysqlite). That is SQLAlchemy's documented recipe for SQLite
+    transactions, without a ``begin`` listener: an engine with listeners of
+    its own dispatches events for every connection and statement. Installing
+    twice is harmless.
     """
     if engine.dialect.name != "sqlite" or getattr(engine, "_loyalty_locking", False):
         return
@@ -147,22 +149,17 @@ def install_sqlite_locking(engine: sa.engine.Engine) -> None:
     def _autocommit_driver(dbapi_connection: t.Any, record: t.Any) -> None:
         dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        sql = "BEGIN IMMEDIATE" if write else "BEGIN"
-        if driver_watched(conn) or not _driver_enabled():
-            conn.exec_driver_sql(sql)
-        else:
-            run_plain(conn, sql)
+    def do_begin(dbapi_connection: t.Any) -> None:
+        # Errors are SQLAlchemy's to raise: Connection.begin() wraps this call.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if _WRITER.get() else "BEGIN")
+        finally:
+            cursor.close()
 
-    # Connections opened before the listeners existed are discarded.
+    engine.dialect.do_begin = do_begin  # type: ignore[method-assign]
+    # Connections opened before the listener existed are discarded.
     engine.pool.dispose()
-
-
-def _driver_enabled() -> bool:
-    """``LOYALTY_DRIVER_STATEMENTS_ENABLED`` of the current app (true outside an app context)."""
-    return not has_app_context() or bool(config_value("DRIVER_STATEMENTS_ENABLED"))
 
 
 def track_host_flushes(session_class: t.Any) -> None:
@@ -227,13 +224,11 @@ def run_atomic(
     """
     if session.info.get(IN_HOST_COMMIT):
         return _run_in_commit(session, work)
-    options: dict[str, t.Any] = {_WRITE_OPTION: True}
-    if isolation_level:
-        options["isolation_level"] = isolation_level
+    options = {"isolation_level": isolation_level} if isolation_level else None
     if host_has_written(session):
         if not session.in_transaction():
             # The host's writes are still unflushed: begin as a writer.
-            session.connection(execution_options=options)
+            _begin_writing(session, options)
         return _run_joined(session, work)
     if session.in_transaction():
         # A transaction that has only read: end it so that ours begins with
@@ -242,7 +237,7 @@ def run_atomic(
     attempt = 0
     while True:
         try:
-            session.connection(execution_options=options)
+            _begin_writing(session, options)
             result = work()
             session.commit()
             return result
@@ -257,6 +252,15 @@ def run_atomic(
                 ) from error
             attempt += 1
             time.sleep(delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+
+def _begin_writing(session: Session, options: dict[str, t.Any] | None) -> None:
+    """Begin the session's transaction as a write transaction."""
+    token = _WRITER.set(True)
+    try:
+        session.connection(execution_options=options)
+    finally:
+        _WRITER.reset(token)
 
 
 def _doomed(error: BaseException) -> bool:

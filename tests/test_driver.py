@@ -7,6 +7,7 @@ watched.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import typing as t
@@ -185,3 +186,27 @@ def test_a_statement_the_cursor_cannot_reproduce_runs_through_sqlalchemy(db, mem
     assert Driver().run(conn, store.lot.insert(), {**lot, "available_from": clock()}) is None
     assert Driver().run(conn, store.lot.insert(), []) is None
     db.session.rollback()
+
+
+def test_parameters_are_bound_as_construct_params_binds_them(db, app_ctx, clock, monkeypatch):
+    """The parameters of every hot statement, filled from its plan's slots,
+    are the values that ``construct_params`` and the type processors give."""
+    from flask_loyalty import driver as driver_module
+
+    real = driver_module._bind
+    compared: set[str] = set()
+
+    def both(plan: t.Any, params: t.Any) -> t.Any:
+        fast = real(plan, params)
+        assert plan.slots is not None, plan.sql
+        assert fast == real(dataclasses.replace(plan, slots=None, positions=None), params), plan.sql
+        compared.add(plan.sql)
+        return fast
+
+    monkeypatch.setattr(driver_module, "_bind", both)
+    _script(members.enroll(name="Bound", email="bound@example.com").id, clock)
+    assert len(compared) >= 8
+    plans = [plan for plan in current_loyalty.store.driver._compiled.values() if plan is not None]
+    required = next(plan for plan in plans if any(s.default is driver_module._REQUIRED for s in plan.slots))
+    with pytest.raises(sa.exc.InvalidRequestError, match="A value is required for bind parameter"):
+        real(required, {})

@@ -314,15 +314,21 @@ def test_current_loyalty_in_an_app_without_the_extension_raises() -> None:
 
 
 class StatementLog:
-    """What an engine sends: each statement's first line, ``COMMIT`` and ``ROLLBACK``."""
+    """Every statement SQLite runs on the engine's connections (first words normalised).
+
+    Read with SQLite's trace callback, so that it shows what reaches the
+    database, ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` included, however each
+    was sent.
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.lines: list[str] = []
-        event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "commit", lambda conn: self.lines.append("COMMIT"))
-        event.listen(engine, "rollback", lambda conn: self.lines.append("ROLLBACK"))
+        event.listen(engine.pool, "checkout", self._watch)
 
-    def _statement(self, conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+    def _watch(self, dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
+        dbapi_connection.set_trace_callback(self._statement)
+
+    def _statement(self, statement: str) -> None:
         self.lines.append(" ".join(statement.split()))
 
     def take(self) -> list[str]:
