@@ -41,6 +41,7 @@ from .posting import Operation
 from .posting import Posting
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 
 __all__ = [
     "Action",
@@ -238,7 +239,7 @@ def award_birthdays(*, now: dt.datetime | None = None, chunk_size: int | None = 
     spec = actions().get("birthday")
     if spec is None:
         return 0
-    state = current_loyalty
+    state = get_state()
     when = to_utc(now, "now") or state.now()
     size = chunk_size or int(config_value("JOB_CHUNK_SIZE"))
     today = when.date()

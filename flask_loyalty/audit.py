@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from . import signals
 from .config import config_value
 from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 
 #: Called after each chunk of members with the number of members checked.
@@ -212,7 +213,7 @@ def rebuild(*, actor: str = "rebuild", progress: Progress | None = None) -> list
 
     :returns: the discrepancies that were repaired.
     """
-    state = current_loyalty
+    state = get_state()
     store = state.store
     repaired: list[Discrepancy] = []
     for found in verify(progress=progress):

@@ -81,7 +81,8 @@ class _Compiled:
     #: For a positional paramstyle, the slot of each placeholder, in order.
     positions: tuple[int, ...] | None
     #: The row type of the result (``None``: the statement returns no rows),
-    #: and each column's type processor (or ``None``).
+    #: and each column's type processor (or ``None``; none at all when no
+    #: column has one).
     row: t.Any
     results: tuple[t.Callable[[t.Any], t.Any] | None, ...]
     #: Whether the statement is an insert whose new primary key is wanted.
@@ -133,10 +134,12 @@ class Driver:
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, str, tuple[str, ...]], _Compiled | None] = {}
 
-    def run(self, conn: sa.Connection, statement: t.Any, params: t.Any) -> t.Any:
+    def run(self, conn: sa.Connection, statement: t.Any, params: t.Any, cursor: t.Any = None) -> t.Any:
         """Execute ``statement`` with ``params`` on ``conn``'s cursor; ``None`` if it cannot.
 
         :param params: a mapping, or a list of mappings (run once each).
+        :param cursor: a DB-API cursor of ``conn`` to run it on, kept open;
+            by default a new one, closed afterwards.
         :returns: a :class:`DriverResult`, or ``None`` when the statement
             must run through SQLAlchemy (see the module's documentation).
         """
@@ -156,7 +159,9 @@ class Driver:
             plan = self._compiled[key] = _compile(statement, dialect, tuple(first))
         if plan is None:
             return None
-        return _execute(conn, plan, [_bind(plan, p) for p in params] if many else _bind(plan, first), many)
+        return _execute(
+            conn, plan, [_bind(plan, p) for p in params] if many else _bind(plan, first), many, cursor
+        )
 
 
 def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _Compiled | None:
@@ -191,6 +196,8 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
         columns = list(statement.selected_columns)
     row = collections.namedtuple("Row", [c.key for c in columns], rename=True) if columns else None
     results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+    if not any(results):
+        results = ()
     return _Compiled(
         sql=compiled.string,
         compiled=compiled,
@@ -257,11 +264,11 @@ def _bind(plan: _Compiled, params: t.Mapping[str, t.Any]) -> t.Any:
     return tuple(values[name] for name in plan.order) if plan.order is not None else values
 
 
-def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) -> DriverResult:
-    """Run ``plan`` on a cursor of ``conn``'s DB-API connection."""
+def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool, given: t.Any) -> DriverResult:
+    """Run ``plan`` on ``given``, a cursor of ``conn``'s DB-API connection, or on a new one."""
     fairy = conn.connection
     dialect = conn.dialect
-    cursor = fairy.cursor()
+    cursor = fairy.cursor() if given is None else given
     try:
         if many:
             cursor.executemany(plan.sql, params)
@@ -270,7 +277,7 @@ def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) ->
         rows: list[t.Any] = []
         if plan.row is not None:
             fetched = cursor.fetchall()
-            if any(plan.results):
+            if plan.results:
                 fetched = [
                     tuple(v if f is None else f(v) for f, v in zip(plan.results, r, strict=True))
                     for r in fetched
@@ -296,4 +303,5 @@ def _execute(conn: sa.Connection, plan: _Compiled, params: t.Any, many: bool) ->
             ismulti=many,
         ) from error
     finally:
-        cursor.close()
+        if given is None:
+            cursor.close()

@@ -30,6 +30,7 @@ from .money import decimals
 from .money import from_minor
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 from .rules import BASES
 from .rules import Campaign
 from .rules import evaluate
@@ -189,7 +190,7 @@ def rules_at(at: dt.datetime, campaigns: t.Sequence[t.Any] | None = None) -> Rul
     :param campaigns: the stored campaigns in force at ``at`` (rows), if the
         caller has read them; read here otherwise.
     """
-    state = current_loyalty
+    state = get_state()
     base = configured_rules()
     if campaigns is None:
         campaigns = state.store.active_campaigns(at)
@@ -225,7 +226,7 @@ def read_order(order: t.Any) -> OrderData:
     """
     if isinstance(order, OrderData):
         return order
-    state = current_loyalty
+    state = get_state()
     if isinstance(order, state.models.Order):
         return MODEL_ADAPTER.read(order)
     adapter = state.extension.order_adapter_object
@@ -237,8 +238,10 @@ def read_order(order: t.Any) -> OrderData:
     return adapter.read(order) if hasattr(adapter, "read") else t.cast(OrderData, adapter(order))
 
 
-def check_order(data: OrderData) -> None:
+def check_order(data: OrderData) -> Currency:
     """Refuse an order that is not a consistent order in the shop's currency.
+
+    :returns: the order's currency, to convert its amounts with.
 
     :raises CurrencyMismatch: for another currency.
     :raises InvalidRequest: for an empty reference, no lines, a sku,
@@ -285,6 +288,7 @@ def check_order(data: OrderData) -> None:
         )
     if data.paid_with_points > data.total:
         raise InvalidRequest(f"Order {data.reference!r}: more was paid with points than the total.")
+    return unit
 
 
 def context(data: OrderData, member_id: int | None, at: dt.datetime, tier: str | None) -> OrderContext:
@@ -324,7 +328,7 @@ def quote(
     """
     from .members import member_for_user
 
-    state = current_loyalty
+    state = get_state()
     when = to_utc(at, "at") or state.now()
     empty_cart = isinstance(order, state.models.Cart) and not order.items
     if empty_cart or (isinstance(order, list | tuple) and not order):

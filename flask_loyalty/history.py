@@ -13,6 +13,7 @@ from .models import ENTRY_KINDS
 from .posting import Posting
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 
 __all__ = ["HistoryPage", "ExpiringPoints", "history", "expiring_soon", "expiry_schedule"]
 
@@ -88,7 +89,7 @@ def expiring_soon(member: t.Any, *, days: int | None = None) -> ExpiringPoints:
     if isinstance(span, bool) or not isinstance(span, int) or span < 1:
         raise InvalidRequest(f"days must be a whole number of at least 1, not {days!r}.")
     member_id = member_for_user(member)
-    state = current_loyalty
+    state = get_state()
     now = state.now()
     until = now + dt.timedelta(days=span)
     points, soonest = state.store.atomic(lambda: state.store.expiring_points(member_id, now, until))
@@ -103,7 +104,7 @@ def expiry_schedule(member: t.Any, *, limit: int = 10) -> list[tuple[dt.datetime
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
         raise InvalidRequest(f"limit must be a whole number from 1 to 100, not {limit!r}.")
     member_id = member_for_user(member)
-    state = current_loyalty
+    state = get_state()
     now = state.now()
     rows = state.store.atomic(lambda: state.store.expiry_schedule(member_id, now, limit))
     return [(row.expires_at, int(row.points)) for row in rows]

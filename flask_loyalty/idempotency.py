@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from .errors import IdempotencyConflict
 from .i18n import gettext
 from .proxies import current_loyalty
+from .proxies import get_state
 
 __all__ = ["KEY_HEADER", "KEY_PATTERN", "RequestInProgress", "Claim", "StoredResponse", "check_key",
            "fingerprint", "claim", "finish", "release", "purge"]  # fmt: skip
@@ -115,7 +116,7 @@ def claim(member_id: int, key: str, print_: str, *, wait: float | None = None) -
     :raises RequestInProgress: if the request with the key is still running
         after ``wait`` seconds (:data:`WAIT_SECONDS` by default).
     """
-    state = current_loyalty
+    state = get_state()
     store = state.store
     deadline = time.monotonic() + (WAIT_SECONDS if wait is None else wait)
     while True:
@@ -167,7 +168,7 @@ def purge(*, older_than: dt.timedelta = dt.timedelta(days=1), chunk: int = 1000)
     Keys older than that can be used again as new keys. Safe to run from
     cron on several hosts at once.
     """
-    state = current_loyalty
+    state = get_state()
     before = state.now() - older_than
     total = 0
     while True:

@@ -19,7 +19,7 @@ from .errors import InvalidRequest
 from .errors import InvalidState
 from .errors import MemberClosed
 from .posting import to_utc
-from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 from .sweeps import sweep_chunk
 
@@ -42,7 +42,7 @@ def _sweep(
     progress: Progress | None,
     actor: str,
 ) -> int:
-    state = current_loyalty
+    state = get_state()
     store = state.store
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
@@ -97,7 +97,7 @@ def release_reservations(
 
     :returns: the number of reservations released.
     """
-    state = current_loyalty
+    state = get_state()
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
     total = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from .posting import Operation
-from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 
 T = t.TypeVar("T")
@@ -36,7 +36,7 @@ def run_locked(
     sent after commit, unless ``replayed(result)`` says the call repeated an
     earlier one and changed nothing.
     """
-    state = current_loyalty
+    state = get_state()
 
     def attempt() -> tuple[T, list[t.Any]]:
         op = Operation(state.store, member_id, "service", "service", "", state.now())
@@ -61,7 +61,7 @@ def run_locked_members(
     The members are locked in id order (so two such calls cannot deadlock);
     ``work`` gets an :class:`~flask_loyalty.posting.Operation` per member.
     """
-    state = current_loyalty
+    state = get_state()
     ids = sorted(set(member_ids))
 
     def attempt() -> tuple[T, list[t.Any]]:

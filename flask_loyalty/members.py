@@ -14,6 +14,7 @@ from .errors import MemberNotFound
 from .posting import check_text
 from .posting import member_id_of
 from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 from .store import Balances
 
@@ -101,7 +102,7 @@ def close(member: t.Any) -> None:
     :raises MemberNotFound: if there is no such member.
     """
     member_id = member_id_of(member)
-    state = current_loyalty
+    state = get_state()
 
     def work() -> None:
         state.store.lock_member(member_id, active=False)
@@ -122,7 +123,7 @@ def member_for_user(user: t.Any, *, auto_enroll: bool | None = None) -> int:
     :raises InvalidRequest: if ``user`` is none of these, or is not an
         instance of ``LOYALTY_USER_MODEL`` when that is set.
     """
-    state = current_loyalty
+    state = get_state()
     if isinstance(user, int | state.models.Member):
         return member_id_of(user)
     model = state.user_model

@@ -44,7 +44,6 @@ from .errors import MemberNotFound
 from .errors import NotFound
 from .member_lock import run_locked
 from .members import member_for_user
-from .money import Currency
 from .money import parse_amount
 from .money import to_minor
 from .points import capture_within
@@ -145,12 +144,11 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
         amounts or lines.
     """
     data = read_order(order)
-    check_order(data)
+    minor = check_order(data).to_minor
     member_id = member_for_user(data.user)
     fingerprint = _fingerprint(data, member_id)
     paid_at = to_utc(at, "at")
     key = f"order:{data.reference}"
-    minor = Currency.of(data.currency).to_minor
 
     def work(op: Operation) -> OrderOutcome:
         store = op.store

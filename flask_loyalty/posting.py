@@ -20,7 +20,7 @@ from .errors import IdempotencyConflict
 from .errors import InsufficientPoints
 from .errors import InvalidRequest
 from .errors import LoyaltyError
-from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 from .store import Balances
 from .store import LoyaltyStore
@@ -138,9 +138,13 @@ def to_utc(value: t.Any, name: str) -> dt.datetime | None:
     return value
 
 
+#: ``json.dumps(..., sort_keys=True, default=str)``, made once.
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def digest(kind: str, params: dict[str, t.Any]) -> str:
     """A stable digest of an operation's parameters, stored with its source key."""
-    text = json.dumps({"kind": kind, **params}, sort_keys=True, default=str)
+    text = _DIGEST_JSON.encode({"kind": kind, **params})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -443,7 +447,7 @@ def run_operation(
     :param signal: sent after commit, unless the call was a replay.
     :param lock: lock the member before ``apply`` (see :meth:`Operation.begin`).
     """
-    state = current_loyalty
+    state = get_state()
     member_id = member_id_of(member)
     key = check_key(key)
     op_digest = digest(kind, params)

@@ -11,7 +11,14 @@ if t.TYPE_CHECKING:
     from .extension import LoyaltyState
 
 
-def _get_state() -> LoyaltyState:
+def get_state() -> LoyaltyState:
+    """The :class:`~flask_loyalty.extension.LoyaltyState` of the current app itself.
+
+    What :data:`current_loyalty` stands for, without the proxy's look-up on
+    each attribute: for code that uses the state several times.
+
+    :raises RuntimeError: outside an app context or if the app has no extension.
+    """
     try:
         return t.cast("LoyaltyState", current_app.extensions["loyalty"])
     except KeyError:
@@ -21,4 +28,4 @@ def _get_state() -> LoyaltyState:
 
 
 #: The :class:`~flask_loyalty.extension.LoyaltyState` of the current app.
-current_loyalty: LoyaltyState = t.cast("LoyaltyState", LocalProxy(_get_state))
+current_loyalty: LoyaltyState = t.cast("LoyaltyState", LocalProxy(get_state))

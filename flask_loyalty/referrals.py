@@ -42,6 +42,7 @@ from .posting import digest
 from .posting import Operation
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 from .rewards import CODE_ALPHABET
 
 __all__ = ["Referral", "referral_code", "canonical_email", "refer", "note_payment", "referral_of",
@@ -122,7 +123,7 @@ def note_payment(member: t.Any, fingerprint: str) -> None:
     """
     value = _digest(fingerprint)
     member_id = member_for_user(member)
-    state = current_loyalty
+    state = get_state()
     state.store.atomic(lambda: state.store.add_fingerprint(member_id, value, state.now()))
 
 
@@ -139,7 +140,7 @@ def refer(referee: t.Any, code: str, *, fingerprint: str | None = None) -> Refer
     if not isinstance(code, str) or not 1 <= len(code.strip()) <= 16:
         raise InvalidRequest(f"{code!r} is not a referral code.")
     referee_id = member_for_user(referee)
-    state = current_loyalty
+    state = get_state()
     store = state.store
     referrer = store.atomic(lambda: store.member_by_referral_code(code.strip().upper()))
     if referrer is None or referrer.status != "active":
@@ -263,7 +264,7 @@ def settle_referrals(*, now: dt.datetime | None = None, chunk_size: int | None =
 
     :returns: how many referrals became ``rewarded``, ``capped`` and ``rejected``.
     """
-    state = current_loyalty
+    state = get_state()
     when = to_utc(now, "now") or state.now()
     size = chunk_size or int(config_value("JOB_CHUNK_SIZE"))
     counts = {"rewarded": 0, "capped": 0, "rejected": 0}

@@ -29,6 +29,7 @@ from .members import member_for_user
 from .posting import Operation
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 
 __all__ = ["Reminder", "remind", "reminders_of"]
@@ -89,7 +90,7 @@ def remind(*, now: dt.datetime | None = None, chunk_size: int | None = None) -> 
     :param now: run as of this time; now by default.
     :param chunk_size: lots per transaction; ``LOYALTY_JOB_CHUNK_SIZE`` by default.
     """
-    state = current_loyalty
+    state = get_state()
     when = to_utc(now, "now") or state.now()
     size = chunk_size or int(config_value("JOB_CHUNK_SIZE"))
     sent: list[Reminder] = []

@@ -41,6 +41,7 @@ from .posting import digest
 from .posting import Operation
 from .posting import to_utc
 from .proxies import current_loyalty
+from .proxies import get_state
 from .reward_models import REWARD_KINDS
 from .tier_config import configured_tiers
 
@@ -248,7 +249,7 @@ def list_rewards(*, include_inactive: bool = False, at: dt.datetime | None = Non
 
     :param include_inactive: every reward, whatever its switch and window.
     """
-    state = current_loyalty
+    state = get_state()
     when = to_utc(at, "at") or state.now()
     rows = state.store.atomic(lambda: state.store.rewards(include_inactive=include_inactive))
     rewards = [Reward.from_row(row) for row in rows]
@@ -298,7 +299,7 @@ def availability(member: t.Any, rewards: t.Sequence[Reward]) -> dict[int, Reward
     Points are not counted: compare :attr:`Reward.cost` with the balance.
     Two queries whatever the number of rewards.
     """
-    state = current_loyalty
+    state = get_state()
     member_id = member_for_user(member)
     when = state.now()
     tier = state.store.atomic(lambda: state.store.member_tier(member_id)[0])
@@ -507,6 +508,6 @@ def expire_redemptions(*, now: dt.datetime | None = None) -> int:
 
     Their points are not returned: the member had the reward until it expired.
     """
-    state = current_loyalty
+    state = get_state()
     when = to_utc(now, "now") or state.now()
     return int(state.store.atomic(lambda: state.store.expire_redemptions(when)))

@@ -9,6 +9,7 @@ against the models' tables: one round trip each, no unit-of-work overhead.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -40,13 +41,28 @@ T = t.TypeVar("T")
 class _Bound:
     """The running operation's session, and its connection once the first statement has run."""
 
-    __slots__ = ("session", "conn", "drive")
+    __slots__ = ("session", "conn", "drive", "_cursor")
 
     def __init__(self, session: t.Any) -> None:
         self.session = session
         self.conn: sa.Connection | None = None
         #: Whether the hot statements run on the driver's cursor.
         self.drive = False
+        self._cursor: t.Any = None
+
+    def cursor(self, conn: sa.Connection) -> t.Any:
+        """The DB-API cursor the operation's hot statements share (of ``conn``)."""
+        if self._cursor is None:
+            self._cursor = conn.connection.cursor()
+        return self._cursor
+
+    def close(self) -> None:
+        """Close the operation's cursor, if it opened one."""
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            # A connection lost during the operation takes its cursors with it.
+            with contextlib.suppress(Exception):
+                cursor.close()
 
 
 #: The operation running in this context (see :meth:`LoyaltyStore.atomic`).
@@ -217,11 +233,13 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         def bound() -> T:
             # The operation's statements share one look-up of the session and
             # its connection (see :meth:`execute`); a nested operation gets its own.
-            token = _BOUND.set(_Bound(session))
+            bound = _Bound(session)
+            token = _BOUND.set(bound)
             try:
                 return work()
             finally:
                 _BOUND.reset(token)
+                bound.close()
 
         return run_atomic(
             session,
@@ -285,7 +303,7 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
                 # (a savepoint is opened on it) until the operation ends.
                 bound.conn, bound.drive = conn, drive
         if drive and id(statement) in self._driven:
-            result = self.driver.run(conn, statement, params)
+            result = self.driver.run(conn, statement, params, None if bound is None else bound.cursor(conn))
             if result is not None:
                 return result
         return conn.execute(statement, params)

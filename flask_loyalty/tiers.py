@@ -40,7 +40,7 @@ from .errors import InvalidRequest
 from .members import get as get_member
 from .posting import member_id_of
 from .posting import to_utc
-from .proxies import current_loyalty
+from .proxies import get_state
 from .signals import send
 from .tier_config import configured_tiers
 from .tier_config import grace_days
@@ -282,7 +282,7 @@ def evaluate_tiers(
     :returns: the number of members whose tier changed.
     :raises ValueError: if the tier configuration is not usable.
     """
-    state = current_loyalty
+    state = get_state()
     store = state.store
     when = to_utc(now, "now") or state.now()
     size = _chunk_size(chunk_size)
@@ -336,7 +336,7 @@ def standing(member: t.Any, *, at: dt.datetime | None = None) -> Standing:
     :param at: the time to read the windows at; now by default.
     :raises MemberNotFound: if there is no such member.
     """
-    state = current_loyalty
+    state = get_state()
     member_id = member_id_of(get_member(member))
     when = to_utc(at, "at") or state.now()
     tiers = configured_tiers()

@@ -100,8 +100,8 @@ class _Spy:
         driver = current_loyalty.store.driver
         real = driver.run
 
-        def run(conn: t.Any, statement: t.Any, params: t.Any) -> t.Any:
-            result = real(conn, statement, params)
+        def run(conn: t.Any, statement: t.Any, params: t.Any, cursor: t.Any = None) -> t.Any:
+            result = real(conn, statement, params, cursor)
             self.ran += result is not None
             return result
 
@@ -210,3 +210,27 @@ def test_parameters_are_bound_as_construct_params_binds_them(db, app_ctx, clock,
     required = next(plan for plan in plans if any(s.default is driver_module._REQUIRED for s in plan.slots))
     with pytest.raises(sa.exc.InvalidRequestError, match="A value is required for bind parameter"):
         real(required, {})
+
+
+def test_an_operations_statements_share_one_cursor_closed_at_its_end(db, member, monkeypatch):
+    from flask_loyalty import store as store_module
+
+    opened: list[t.Any] = []
+    closed: list[t.Any] = []
+    real_cursor, real_close = store_module._Bound.cursor, store_module._Bound.close
+
+    def cursor(self: t.Any, conn: t.Any) -> t.Any:
+        opened.append(real_cursor(self, conn))
+        return opened[-1]
+
+    def close(self: t.Any) -> None:
+        closed.append(self._cursor)
+        real_close(self)
+        assert self._cursor is None
+
+    monkeypatch.setattr(store_module._Bound, "cursor", cursor)
+    monkeypatch.setattr(store_module._Bound, "close", close)
+    points.earn(member, 40, key="a")
+    assert len(opened) >= 3 and len({id(c) for c in opened}) == 1
+    assert closed == [opened[0]]
+    assert members.balances(member).available == 40
