@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import logging
 import typing as t
 
@@ -187,9 +188,7 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
     compiled = statement.compile(dialect=dialect, column_keys=list(names) if dml else None)
     if compiled.escaped_bind_names or "POSTCOMPILE" in compiled.string:
         return None
-    processors = {
-        name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
-    }
+    processors = {name: _bind_processor(bind.type, dialect) for name, bind in compiled.binds.items()}
     binds = tuple((name, processor) for name, processor in processors.items() if processor is not None)
     slots, positions = _slots(compiled, processors)
     if isinstance(statement, sa.Select):
@@ -210,6 +209,37 @@ def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _
         wants_key=returns_key or (insert and not returning),
         returns_key=returns_key,
     )
+
+
+#: SQLite's ``DATETIME`` storage format, SQLAlchemy's default.
+_SQLITE_DATETIME = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def _bind_processor(type_: t.Any, dialect: sa.Dialect) -> t.Callable[[t.Any], t.Any] | None:
+    """The type's bind processor for ``dialect``.
+
+    For SQLite's ``DATETIME`` in its default storage format, one that writes
+    the same text with :meth:`datetime.datetime.isoformat` (SQLAlchemy's
+    formats each field with ``%``); any other value goes to SQLAlchemy's.
+    """
+    impl = type_.dialect_impl(dialect)
+    process: t.Callable[[t.Any], t.Any] | None = impl.bind_processor(dialect)
+    if (
+        process is None
+        or dialect.name != "sqlite"
+        or not isinstance(impl, sa.DateTime)
+        or getattr(impl, "_storage_format", None) != _SQLITE_DATETIME
+    ):
+        return process
+    fallback = process
+
+    def datetime_text(value: t.Any) -> t.Any:
+        if type(value) is dt.datetime:
+            # Always 26 characters before any UTC offset, which the format leaves out.
+            return value.isoformat(" ", "microseconds")[:26]
+        return fallback(value)
+
+    return datetime_text
 
 
 def _slots(

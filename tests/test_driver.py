@@ -234,3 +234,33 @@ def test_an_operations_statements_share_one_cursor_closed_at_its_end(db, member,
     assert len(opened) >= 3 and len({id(c) for c in opened}) == 1
     assert closed == [opened[0]]
     assert members.balances(member).available == 40
+
+
+def test_sqlite_timestamps_are_written_as_sqlalchemy_writes_them():
+    """The driver's writer of SQLite DATETIME text agrees with SQLAlchemy's."""
+    from sqlalchemy.dialects import sqlite
+
+    from flask_loyalty.driver import _bind_processor
+
+    dialect = sqlite.dialect()
+    ours = _bind_processor(sa.DateTime(), dialect)
+    theirs = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None and ours is not theirs
+    utc, east = dt.UTC, dt.timezone(dt.timedelta(hours=8))
+    values = [
+        dt.datetime(2026, 12, 2, 16, 56, 27, 464265),
+        dt.datetime(2026, 1, 1),
+        dt.datetime(1, 1, 1),
+        dt.datetime(999, 9, 9, 9, 9, 9, 9),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+        dt.datetime(2026, 6, 1, 12, 0, 0, 1, tzinfo=utc),
+        dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=east),
+        dt.datetime(2026, 3, 29, 1, 30, fold=1),
+        dt.date(2026, 2, 3),
+        None,
+    ]
+    assert [ours(v) for v in values] == [theirs(v) for v in values]
+    # Another storage format, or another engine, keeps SQLAlchemy's own.
+    truncated = _bind_processor(sqlite.DATETIME(truncate_microseconds=True), dialect)
+    assert truncated is not None and truncated(values[0]) == "2026-12-02 16:56:27"
+    assert _bind_processor(sa.Integer(), dialect) is None
