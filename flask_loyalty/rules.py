@@ -242,16 +242,9 @@ def round_points(value: Fraction, rounding: str) -> int:
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_fraction(value: Decimal) -> Fraction:
-    return Fraction(value)
-
-
 def _fraction(value: Decimal | int) -> Fraction:
     """``Fraction(value)`` for a setting (a rate, a multiplier), remembered."""
-    try:
-        return _cached_fraction(value)
-    except TypeError:  # a signalling NaN cannot be hashed
-        return Fraction(value)
+    return Fraction(value)
 
 
 def _total(values: t.Sequence[Fraction]) -> Fraction:
@@ -343,8 +336,8 @@ def evaluate(order: OrderContext, rules: RuleSet) -> Quote:
     rate = _fraction(rules.rate)
     if rules.minimum is not None and _total(bases) < _fraction(rules.minimum):
         applied.append(Applied("minimum order", "× 0", f"below the minimum of {rules.minimum}"))
-        exact = [Fraction(0)] * len(order.lines)
-        multipliers = [Fraction(0)] * len(order.lines)
+        exact = [_ZERO] * len(order.lines)
+        multipliers = [_ZERO] * len(order.lines)
     else:
         multipliers = [_line_multiplier(i, ln, order, rules, applied) for i, ln in enumerate(order.lines)]
         if order.tier_multiplier != 1:

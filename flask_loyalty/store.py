@@ -50,10 +50,11 @@ class _Bound:
         self.drive = False
         self._cursor: t.Any = None
 
-    def cursor(self, conn: sa.Connection) -> t.Any:
-        """The DB-API cursor the operation's hot statements share (of ``conn``)."""
+    def cursor(self) -> t.Any:
+        """The DB-API cursor of :attr:`conn` that the operation's hot statements share."""
         if self._cursor is None:
-            self._cursor = conn.connection.cursor()
+            assert self.conn is not None, "the connection is looked up first"
+            self._cursor = self.conn.connection.cursor()
         return self._cursor
 
     def close(self) -> None:
@@ -303,7 +304,7 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
                 # (a savepoint is opened on it) until the operation ends.
                 bound.conn, bound.drive = conn, drive
         if drive and id(statement) in self._driven:
-            result = self.driver.run(conn, statement, params, None if bound is None else bound.cursor(conn))
+            result = self.driver.run(conn, statement, params, None if bound is None else bound.cursor())
             if result is not None:
                 return result
         return conn.execute(statement, params)

@@ -219,8 +219,8 @@ def test_an_operations_statements_share_one_cursor_closed_at_its_end(db, member,
     closed: list[t.Any] = []
     real_cursor, real_close = store_module._Bound.cursor, store_module._Bound.close
 
-    def cursor(self: t.Any, conn: t.Any) -> t.Any:
-        opened.append(real_cursor(self, conn))
+    def cursor(self: t.Any) -> t.Any:
+        opened.append(real_cursor(self))
         return opened[-1]
 
     def close(self: t.Any) -> None:

@@ -377,6 +377,18 @@ def test_sqlite_write_transactions_begin_immediate(sqlite_app: tuple[Flask, t.An
     assert lines[-1] == "COMMIT"
 
 
+def test_sqlite_engine_gets_no_event_listeners(sqlite_app: tuple[Flask, t.Any, StatementLog]) -> None:
+    """The ``BEGIN`` comes from the dialect: the engine dispatches no events of the extension's."""
+    app, db, log = sqlite_app
+    member_id = members.enroll(name="Gus").id
+    points.earn(member_id, 5, key="order:1")
+    for name in ("begin", "commit", "rollback", "before_cursor_execute", "engine_connect"):
+        assert not getattr(db.engine.dispatch, name), name
+    # The driver's autocommit mode is set on each new DB-API connection.
+    assert db.engine.pool.dispatch.connect
+    assert log.take()[-1] == "COMMIT"
+
+
 def test_sqlite_reads_begin_deferred(sqlite_app: tuple[Flask, t.Any, StatementLog]) -> None:
     app, db, log = sqlite_app
     member_id = members.enroll(name="Eli").id
