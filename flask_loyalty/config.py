@@ -36,6 +36,7 @@ DEFAULTS: dict[str, t.Any] = {
     "SQLITE_IMMEDIATE_ENABLED": True,
     "JOB_CHUNK_SIZE": 5000,
     "DRIVER_STATEMENTS_ENABLED": True,
+    "OWN_CONNECTION_ENABLED": True,
     # Earning rules.
     "EARN_RATE": 10,
     "EARN_ROUNDING": "floor",

@@ -57,6 +57,19 @@ class LoyaltyState:
         """The current time by the extension's clock (naive UTC)."""
         return self.extension.clock()
 
+    def runs_hooks_in_transactions(self) -> bool:
+        """Whether service steps call host code inside their transaction.
+
+        Earning-rule callbacks and the tier-multiplier hook run while an
+        order's points are priced, and may read through the session. While
+        any is registered, service steps run in the session's transaction
+        (so such reads see the step's writes and take no lock of their own);
+        otherwise they run as standalone operations (see
+        :meth:`~flask_loyalty.store.LoyaltyStore.atomic`).
+        """
+        extension = self.extension
+        return bool(extension.earn_rules) or extension.tier_multiplier_hook is not None
+
 
 class Loyalty:
     """The flask-loyalty extension.

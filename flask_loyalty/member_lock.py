@@ -44,7 +44,7 @@ def run_locked(
             op.balances = state.store.lock_member(member_id)
         return work(op), op.events
 
-    result, events = state.store.atomic(attempt)
+    result, events = state.store.atomic(attempt, standalone=not state.runs_hooks_in_transactions())
     if not replayed(result):
         _send(events)
     return result
@@ -75,7 +75,7 @@ def run_locked_members(
             ops[member_id] = op
         return work(ops), events
 
-    result, events = state.store.atomic(attempt)
+    result, events = state.store.atomic(attempt, standalone=not state.runs_hooks_in_transactions())
     if not replayed(result):
         _send(events)
     return result

@@ -463,7 +463,8 @@ def run_operation(
                 op.balances  # noqa: B018
             raise
 
-    posting, events = state.store.atomic(work)
+    # Ledger operations call no host code: they may run on a connection of their own.
+    posting, events = state.store.atomic(work, standalone=True)
     if not posting.replayed:
         for event, payload, after in events:
             if not after:

@@ -41,13 +41,15 @@ T = t.TypeVar("T")
 class _Bound:
     """The running operation's session, and its connection once the first statement has run."""
 
-    __slots__ = ("session", "conn", "drive", "_cursor")
+    __slots__ = ("session", "conn", "drive", "standalone", "_cursor")
 
     def __init__(self, session: t.Any) -> None:
         self.session = session
         self.conn: sa.Connection | None = None
         #: Whether the hot statements run on the driver's cursor.
         self.drive = False
+        #: Whether the operation runs on a connection of its own, not the session's.
+        self.standalone = False
         self._cursor: t.Any = None
 
     def cursor(self) -> t.Any:
@@ -221,20 +223,33 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         dialect = self.session.get_bind().dialect
         return dialect.name in ("postgresql", "sqlite") and bool(dialect.update_returning)
 
-    def atomic(self, work: t.Callable[[], T], app: Flask | None = None) -> T:
+    def atomic(self, work: t.Callable[[], T], app: Flask | None = None, *, standalone: bool = False) -> T:
         """Run ``work`` in one write transaction, retrying on lock conflicts.
 
         On MySQL/MariaDB the transaction runs at ``READ COMMITTED``: once the
         member's row lock is held, every statement sees the latest committed
         rows (``REPEATABLE READ`` would read a snapshot older than the lock)
         and no gap locks are taken.
+
+        Called while an operation runs (from inside another ``work``), ``work``
+        is part of that operation: it runs in the same transaction.
+
+        :param standalone: ``work`` reads and writes only through the store's
+            statements (no ORM, no host callbacks that could use the session).
+            When it starts its own transaction it then runs on a connection
+            of its own from the session's engine
+            (``LOYALTY_OWN_CONNECTION_ENABLED``), leaving the session untouched.
         """
+        if _BOUND.get() is not None:
+            return work()
         session = self.session
 
-        def bound() -> T:
+        def bound(conn: sa.Connection | None) -> T:
             # The operation's statements share one look-up of the session and
-            # its connection (see :meth:`execute`); a nested operation gets its own.
+            # its connection (see :meth:`execute`).
             bound = _Bound(session)
+            if conn is not None:
+                bound.conn, bound.drive, bound.standalone = conn, self._drives(conn), True
             token = _BOUND.set(bound)
             try:
                 return work()
@@ -242,13 +257,23 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
                 _BOUND.reset(token)
                 bound.close()
 
+        # A session bound to a connection (a test suite's outer transaction)
+        # keeps the operation in that connection's transaction, at its level.
+        bind = session.get_bind()
+        on_engine = isinstance(bind, sa.Engine)
         return run_atomic(
             session,
             bound,
             retries=int(config_value("LOCK_RETRIES", app)),
             delay=float(config_value("LOCK_RETRY_DELAY", app)),
-            isolation_level="READ COMMITTED" if self.dialect in ("mysql", "mariadb") else None,
+            isolation_level="READ COMMITTED" if on_engine and self.dialect in ("mysql", "mariadb") else None,
+            engine=bind if on_engine and standalone and config_value("OWN_CONNECTION_ENABLED", app) else None,
         )
+
+    @staticmethod
+    def _drives(conn: sa.Connection) -> bool:
+        """Whether the hot statements run on ``conn``'s DB-API cursor."""
+        return bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn)
 
     def fresh(self, query: T) -> T:
         """Make ``query`` read the latest committed rows inside a write transaction.
@@ -280,9 +305,10 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
         return t.cast(T, statement)
 
     def execute(self, statement: t.Any, params: t.Any = None) -> t.Any:
-        """Execute a Core statement in the session's transaction.
+        """Execute a Core statement in the running operation's transaction.
 
-        The statement runs on the session's connection, without the ORM's
+        The statement runs on the operation's connection (its own, or the
+        session's; outside an operation, the session's), without the ORM's
         handling of a statement (Core statements on tables need none; it costs
         a tenth of a ledger operation's CPU time). The ledger's hot statements
         run on the connection's DB-API cursor unless the engine's statements
@@ -298,7 +324,7 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
             conn, drive = bound.conn, bound.drive
         else:
             conn = session.connection()
-            drive = bool(config_value("DRIVER_STATEMENTS_ENABLED")) and not driver_watched(conn)
+            drive = self._drives(conn)
             if bound is not None:
                 # Inside :meth:`atomic`: the transaction keeps this connection
                 # (a savepoint is opened on it) until the operation ends.
@@ -320,15 +346,27 @@ class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueri
 
     def add_member(self, **values: t.Any) -> t.Any:
         """Insert a member through the ORM and return it (flushed, not committed)."""
+        session = self._orm_session()
         member = self.models.Member(**values)
-        note_write(self.session)
-        self.session.add(member)
-        self.session.flush()
+        note_write(session)
+        session.add(member)
+        session.flush()
         return member
 
     def get_member(self, member_id: int) -> t.Any:
         """Return the ORM member with ``member_id``, or ``None``."""
-        return self.session.get(self.models.Member, member_id)
+        return self._orm_session().get(self.models.Member, member_id)
+
+    def _orm_session(self) -> t.Any:
+        """The session, for the store's ORM reads and writes.
+
+        :raises RuntimeError: inside a standalone operation, whose transaction
+            is not the session's.
+        """
+        bound = _BOUND.get()
+        if bound is not None and bound.standalone:
+            raise RuntimeError("A standalone operation (see LoyaltyStore.atomic) cannot use the ORM.")
+        return self.session
 
     def lock_member(self, member_id: int, *, active: bool = True) -> Balances:
         """Lock the member's row for this transaction and return its balances.

@@ -22,13 +22,22 @@ runs while the host's session commits, flagged by :data:`IN_HOST_COMMIT` in
 committed and is never committed by :func:`run_atomic`: the host's commit
 commits it, or its rollback undoes it.
 
+An operation that starts its own transaction and calls no code that could use
+the session (see :meth:`~flask_loyalty.store.LoyaltyStore.atomic`) runs on a
+connection of its own, checked out of the session's engine, instead of through
+the session: the session's transaction bookkeeping (a transaction object, its
+events, expiring what it holds) costs a fifth of a paid order's CPU time. The
+session is left as it was, outside any transaction.
+
 On SQLite, a write transaction starts with ``BEGIN IMMEDIATE``, which takes
 the database's write lock at once, so two writers never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
 import random
 import sqlite3
 import time
@@ -204,45 +213,57 @@ def host_has_written(session: Session) -> bool:
 
 def run_atomic(
     session: Session,
-    work: t.Callable[[], T],
+    work: t.Callable[[sa.Connection | None], T],
     *,
     retries: int,
     delay: float,
     isolation_level: str | None = None,
+    engine: sa.Engine | None = None,
 ) -> T:
     """Run ``work`` in one write transaction and commit it.
 
     :param session: the host's session.
     :param work: the operation; it may run more than once, so it must do
-        nothing but database work through the session.
+        nothing but database work through the session. It is called with the
+        connection of its own it runs on, or ``None`` when it runs through
+        the session.
     :param retries: how many times a retryable failure is retried.
     :param delay: the base of the exponential back-off, in seconds.
     :param isolation_level: the isolation level of the transaction when the
         operation starts its own.
+    :param engine: run the operation on a connection of this engine's when it
+        starts its own transaction (``None``: through the session).
     :raises ConcurrencyError: when the retries are used up, or at once when the
         operation joined a host transaction or runs inside the host's commit.
     """
     if session.info.get(IN_HOST_COMMIT):
-        return _run_in_commit(session, work)
+        return _run_in_commit(session, functools.partial(work, None))
     options = {"isolation_level": isolation_level} if isolation_level else None
     if host_has_written(session):
         if not session.in_transaction():
             # The host's writes are still unflushed: begin as a writer.
             _begin_writing(session, options)
-        return _run_joined(session, work)
+        return _run_joined(session, functools.partial(work, None))
     if session.in_transaction():
         # A transaction that has only read: end it so that ours begins with
-        # the write lock and can be replayed.
+        # the write lock and can be replayed (and, on SQLite, so that the
+        # session holds no read lock that our commit would wait for).
         session.commit()
+    if engine is not None:
+        return _retrying(functools.partial(_on_own_connection, engine, work, options), retries, delay)
+    return _retrying(functools.partial(_through_session, session, work, options), retries, delay)
+
+
+def _retrying(once: t.Callable[[], T], retries: int, delay: float) -> T:
+    """Call ``once`` until it succeeds, retrying retryable failures with back-off.
+
+    ``once`` runs a whole transaction and leaves nothing behind when it fails.
+    """
     attempt = 0
     while True:
         try:
-            _begin_writing(session, options)
-            result = work()
-            session.commit()
-            return result
+            return once()
         except BaseException as error:
-            session.rollback()
             if not is_retryable(error):
                 raise
             if attempt >= retries:
@@ -252,6 +273,49 @@ def run_atomic(
                 ) from error
             attempt += 1
             time.sleep(delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+
+def _through_session(
+    session: Session, work: t.Callable[[sa.Connection | None], T], options: dict[str, t.Any] | None
+) -> T:
+    """One attempt in the session's transaction: begin, run, commit (or roll back)."""
+    try:
+        _begin_writing(session, options)
+        result = work(None)
+        session.commit()
+        return result
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _on_own_connection(
+    engine: sa.Engine, work: t.Callable[[sa.Connection | None], T], options: dict[str, t.Any] | None
+) -> T:
+    """One attempt on a connection of its own: begin, run, commit; closing rolls back the rest."""
+    conn = engine.connect()
+    try:
+        if options:
+            conn.execution_options(**options)
+        token = _WRITER.set(True)
+        try:
+            conn.begin()
+        finally:
+            _WRITER.reset(token)
+        result = work(conn)
+        conn.commit()
+        return result
+    except BaseException:
+        # A COMMIT that failed may leave the transaction open (SQLite keeps it
+        # after a busy COMMIT), though SQLAlchemy counts it as ended: rolling
+        # back first makes the pool's reset end it before the connection is reused.
+        # A rollback that fails too (a lost connection) must not hide the
+        # error: closing then discards the connection.
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
+    finally:
+        conn.close()
 
 
 def _begin_writing(session: Session, options: dict[str, t.Any] | None) -> None:

@@ -29,6 +29,7 @@ OTHER_VALUES: dict[str, t.Any] = {
     "LOCK_RETRY_DELAY": 0.5,
     "SQLITE_IMMEDIATE_ENABLED": False,
     "DRIVER_STATEMENTS_ENABLED": False,
+    "OWN_CONNECTION_ENABLED": False,
     "JOB_CHUNK_SIZE": 1,
     "EARN_RATE": "12.5",
     "EARN_ROUNDING": "half_up",

@@ -62,12 +62,13 @@ def pay_while(app: Flask, db: t.Any, engine: str, holder: t.Callable[[], t.Any],
 
     :returns: what paying the order returned or raised.
     """
-    session_class = db.session.session_factory.class_
+    with app.app_context():
+        sa_engine = db.engine
     locked = threading.Event()
     payment_waits = threading.Event()
     holder_thread: list[threading.Thread] = []
 
-    def before_commit(session: t.Any) -> None:
+    def before_commit(conn: t.Any) -> None:
         if holder_thread and threading.current_thread() is holder_thread[0]:
             locked.set()
             payment_waits.wait(30)
@@ -76,7 +77,9 @@ def pay_while(app: Flask, db: t.Any, engine: str, holder: t.Callable[[], t.Any],
         with app.app_context():
             holder()
 
-    sa.event.listen(session_class, "before_commit", before_commit)
+    # The engine's commit event fires just before the DB-API commit, whether
+    # the operation runs through the session or on a connection of its own.
+    sa.event.listen(sa_engine, "commit", before_commit)
     outcome: list[t.Any] = []
 
     def pay() -> None:
@@ -98,7 +101,7 @@ def pay_while(app: Flask, db: t.Any, engine: str, holder: t.Callable[[], t.Any],
         payer.join(30)
     finally:
         payment_waits.set()
-        sa.event.remove(session_class, "before_commit", before_commit)
+        sa.event.remove(sa_engine, "commit", before_commit)
     assert not payer.is_alive() and not holder_thread[0].is_alive()
     return outcome[0]
 
