@@ -37,7 +37,9 @@ class Workload(t.NamedTuple):
 
 WORKLOADS: dict[str, Workload] = {
     "accrual": Workload(
-        accrual.run, accrual.Sizes(orders=1000, rounds=5), accrual.Sizes(orders=200, rounds=3)
+        accrual.run,
+        accrual.Sizes(orders=1000, rounds=5, history=20_000),
+        accrual.Sizes(orders=200, rounds=3, history=2_000),
     ),
     "balance": Workload(
         balance.run,

@@ -168,7 +168,12 @@ class Driver:
 def _compile(statement: t.Any, dialect: sa.Dialect, names: tuple[str, ...]) -> _Compiled | None:
     """Compile ``statement`` for ``dialect`` and ``names``, or ``None`` if it must not run on the cursor."""
     insert = isinstance(statement, sa.Insert)
-    if insert or isinstance(statement, sa.Update):
+    if insert and statement.select is not None:
+        # INSERT ... FROM SELECT: the SELECT gives the values, and column
+        # defaults are added to it only when the statement asks for them.
+        if statement.include_insert_from_select_defaults:
+            return None
+    elif insert or isinstance(statement, sa.Update):
         given = set(names)
         for column in statement.table.columns:
             if column.key in given or column.primary_key:

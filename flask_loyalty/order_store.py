@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing as t
 
 import sqlalchemy as sa
+
+from .transaction import KeyTaken
+
+#: PostgreSQL inserts a paid order with up to this many lines in one statement
+#: (one statement is kept for each number of lines).
+ONE_STATEMENT_LINES = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,22 +128,88 @@ class OrderQueries:
             columns.append((sa.literal_column("m.xmin") == snapshot.scalar_subquery()).label("current"))
         return sa.select(*columns).where(m.c.id == sa.bindparam("b_member")).with_for_update(of=m)
 
-    def insert_paid_order(self, values: dict[str, t.Any]) -> int:
-        """Insert a new paid order and return its id.
+    def insert_paid_order(self, values: dict[str, t.Any], lines: list[dict[str, t.Any]]) -> int:
+        """Insert a new paid order and its lines; return the order's id.
 
         Where the engine has ``INSERT ... ON CONFLICT`` (PostgreSQL, SQLite),
         an order whose reference was taken meanwhile by a concurrent
         transaction raises :class:`~flask_loyalty.transaction.KeyTaken`
         (the operation is replayed and finds it) instead of failing the
         transaction. Elsewhere the member's lock was taken before the
-        order was looked up, and it is a plain insert.
+        order was looked up, and it is a plain insert. On PostgreSQL an order
+        with up to :data:`ONE_STATEMENT_LINES` lines is one statement:
+        ``WITH`` the order's insert, the lines' insert taking its id.
         """
+        taken = f"Order {values['reference']!r} was recorded by a concurrent transaction."
+        (scalars, computed), (line_scalars, line_computed) = self._paid_order_defaults
+        if (
+            self.dialect == "postgresql"
+            and 0 < len(lines) <= ONE_STATEMENT_LINES
+            and computed.issubset(values)
+            and line_computed.issubset(lines[0])
+            and all(line.keys() == lines[0].keys() for line in lines)
+        ):
+            # The inserts of this statement get no column defaults: they are given here.
+            values = {**scalars, **values}
+            lines = [{**line_scalars, **line} for line in lines]
+            params = {f"o_{name}": value for name, value in values.items()}
+            for i, line in enumerate(lines):
+                params.update({f"l{i}_{name}": value for name, value in line.items()})
+            statement = self.prepared(
+                f"insert_paid_order:{len(lines)}:{','.join(values)}",
+                functools.partial(self._build_order_with_lines, tuple(values), tuple(lines[0]), len(lines)),
+                driven=True,
+            )
+            row = self.execute(statement, params).first()
+            if row is None:
+                raise KeyTaken(taken)
+            return int(row.order_id)
         if self.dialect not in ("postgresql", "sqlite"):
-            return self.save_order(None, values)
-        return self.insert_unless_taken(
-            self.models.Order.__table__,
-            values,
-            f"Order {values['reference']!r} was recorded by a concurrent transaction.",
+            order_id = self.save_order(None, values)
+        else:
+            order_id = self.insert_unless_taken(self.models.Order.__table__, values, taken)
+        self.replace_order_lines(order_id, lines, new=True)
+        return order_id
+
+    @functools.cached_property
+    def _paid_order_defaults(self) -> tuple[tuple[dict[str, t.Any], frozenset[str]], ...]:
+        """For the orders and the lines: the columns with constant defaults (and
+        them), and those with computed ones."""
+
+        def defaults(table: sa.Table) -> tuple[dict[str, t.Any], frozenset[str]]:
+            given = [(c.name, c.default) for c in table.columns if c.default is not None]
+            return (
+                {name: d.arg for name, d in given if isinstance(d, sa.ColumnDefault) and d.is_scalar},
+                frozenset(name for name, d in given if not (isinstance(d, sa.ColumnDefault) and d.is_scalar)),
+            )
+
+        return defaults(self.models.Order.__table__), defaults(self.models.OrderLine.__table__)
+
+    def _build_order_with_lines(
+        self, names: tuple[str, ...], line_names: tuple[str, ...], count: int
+    ) -> t.Any:
+        """PostgreSQL: insert an order (unless its reference is taken) and ``count`` lines of it."""
+        from sqlalchemy.dialects import postgresql
+
+        o, ln = self.models.Order.__table__, self.models.OrderLine.__table__
+        order = (
+            postgresql.insert(o)
+            .values({name: sa.bindparam(f"o_{name}", type_=o.c[name].type) for name in names})
+            .on_conflict_do_nothing()
+            .returning(o.c.id)
+            .cte("new_order")
+        )
+        rows = [
+            sa.select(
+                order.c.id, *(sa.bindparam(f"l{i}_{name}", type_=ln.c[name].type) for name in line_names)
+            )
+            for i in range(count)
+        ]
+        source = rows[0] if count == 1 else sa.union_all(*rows)
+        return (
+            ln.insert()
+            .from_select(["order_id", *line_names], source, include_defaults=False)
+            .returning(ln.c.order_id)
         )
 
     def _campaign_in_force(self, at: t.Any) -> tuple[sa.ColumnElement[bool], ...]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import typing as t
 from decimal import Decimal
@@ -179,8 +178,7 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
         if dry:
             log.info("Dry run: order %s would earn %s points: %s", data.reference, quote.points, quote)
         earned = 0 if dry else quote.points
-        save = store.insert_paid_order if row is None else functools.partial(store.save_order, row.id)
-        order_id = save({
+        order = {
             "member_id": member_id, "reference": data.reference, "currency": data.currency.upper(),
             "total_minor": minor(data.total), "shipping_minor": minor(data.shipping),
             "tax_minor": minor(data.tax), "discount_minor": minor(data.discount),
@@ -188,13 +186,18 @@ def order_paid(order: t.Any, *, at: dt.datetime | None = None) -> OrderOutcome:
             "status": "paid" if row is None or row.status == "placed" else row.status,
             "points": earned, "params_hash": fingerprint, "paid_at": when,
             **({"created_at": op.now} if row is None else {}),
-        })  # fmt: skip
-        store.replace_order_lines(order_id, [
+        }  # fmt: skip
+        lines = [
             {"sku": ln.sku, "name": ln.name, "category": ln.category, "quantity": ln.quantity,
              "unit_price_minor": minor(ln.unit_price), "discount_minor": minor(ln.discount),
              "points": 0 if dry else part.points, "refunded_quantity": 0, "refunded_points": 0}
             for ln, part in zip(data.lines, quote.lines, strict=True)
-        ], new=row is None)  # fmt: skip
+        ]  # fmt: skip
+        if row is None:
+            store.insert_paid_order(order, lines)
+        else:
+            store.save_order(row.id, order)
+            store.replace_order_lines(row.id, lines)
         if earned:
             pending_days = int(config_value("PENDING_DAYS"))
             expiry_days = config_value("POINTS_EXPIRY_DAYS")

@@ -350,21 +350,40 @@ class Operation:
         :param refs: as for :meth:`write`.
         """
         delta = (0, points) if pending else (points, 0)
+        store = self.store
+        if self._balances is not None and store.credits_in_one:
+            # The member is locked: every value is known but the lot's id,
+            # and the three writes go in one statement.
+            after = self._balances.after(delta[0], delta[1], 0, lifetime)
+            lot = self._lot(points, pending, after, available_from, expires_at)
+            values = self._entry(points, self.kind, after, (delta[0], delta[1], 0), refs)
+            self._unseen_key = False
+            values["lot_id"], entry_id = store.credit_locked(self.member_id, after, lot, values)
+            self._balances = after
+            return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
         after = self._move(delta[0], delta[1], 0, lifetime)
-        remaining = points if pending else net_credit(after.available - points, points)
-        lot_id = self.store.insert_lot(
-            {
-                "member_id": self.member_id,
-                "points": points,
-                "remaining": remaining,
-                "pending": pending,
-                "expired": False,
-                "available_from": available_from,
-                "expires_at": expires_at,
-                "created_at": self.now,
-            }
-        )
+        lot_id = store.insert_lot(self._lot(points, pending, after, available_from, expires_at))
         return self._append(points, self.kind, after, (delta[0], delta[1], 0), (), {"lot_id": lot_id, **refs})
+
+    def _lot(
+        self,
+        points: int,
+        pending: bool,
+        after: Balances,
+        available_from: dt.datetime,
+        expires_at: dt.datetime | None,
+    ) -> dict[str, t.Any]:
+        """The values of a credit's new lot, given the balances after the credit."""
+        return {
+            "member_id": self.member_id,
+            "points": points,
+            "remaining": points if pending else net_credit(after.available - points, points),
+            "pending": pending,
+            "expired": False,
+            "available_from": available_from,
+            "expires_at": expires_at,
+            "created_at": self.now,
+        }
 
     def write(
         self,
@@ -399,8 +418,19 @@ class Operation:
         refs: dict[str, t.Any],
     ) -> Posting:
         """Insert the entry of a write whose balances have moved, and apply its lot changes."""
+        values = self._entry(points, kind, after, deltas, refs)
+        unseen = self._unseen_key and kind == self.kind
+        self._unseen_key = self._unseen_key and not unseen
+        entry_id = self.store.insert_entry(values, unseen=unseen)
+        self.store.change_lots(entry_id, lot_changes)
+        return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
+
+    def _entry(
+        self, points: int, kind: str, after: Balances, deltas: tuple[int, int, int], refs: dict[str, t.Any]
+    ) -> dict[str, t.Any]:
+        """The values of an entry of ``points`` whose write leaves the balances ``after``."""
         available, pending, reserved = deltas
-        values = {
+        return {
             "member_id": self.member_id,
             "kind": kind,
             "points": points,
@@ -421,11 +451,6 @@ class Operation:
             "reason": None,
             **refs,
         }
-        unseen = self._unseen_key and kind == self.kind
-        self._unseen_key = self._unseen_key and not unseen
-        entry_id = self.store.insert_entry(values, unseen=unseen)
-        self.store.change_lots(entry_id, lot_changes)
-        return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
 
 
 def run_operation(

@@ -21,6 +21,7 @@ from flask import Flask
 
 from .api_store import ApiResponseQueries
 from .config import config_value
+from .credit_store import CreditQueries
 from .driver import Driver
 from .driver import watched as driver_watched
 from .errors import MemberClosed
@@ -100,7 +101,9 @@ class SpendableLot:
     expires_at: dt.datetime | None
 
 
-class LoyaltyStore(OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueries, GrowthQueries):
+class LoyaltyStore(
+    OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueries, GrowthQueries, CreditQueries
+):
     """Reads and writes of the ledger, members and lots.
 
     :param db: the host's :class:`flask_sqlalchemy.SQLAlchemy` instance.

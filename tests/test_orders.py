@@ -6,6 +6,7 @@ writing anything, and sends its signal after commit with a documented payload.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import random
@@ -22,6 +23,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from flask_loyalty import audit
+from flask_loyalty import ConcurrencyError
 from flask_loyalty import CurrencyMismatch
 from flask_loyalty import IdempotencyConflict
 from flask_loyalty import InvalidRequest
@@ -33,6 +35,7 @@ from flask_loyalty import members
 from flask_loyalty import NotFound
 from flask_loyalty import points
 from flask_loyalty.adapters import OrderData
+from flask_loyalty.order_store import ONE_STATEMENT_LINES
 from flask_loyalty.orders import _refund_plan
 from flask_loyalty.orders import order_cancelled
 from flask_loyalty.orders import order_completed
@@ -176,14 +179,75 @@ def test_paying_a_new_order_locks_reads_one_row_and_writes_it(db, member, statem
     member and reads, in the same statement, that the order is new, nothing
     is held and no campaign is on; then it writes the order, its lines, the
     balances, the lot and the entry. MySQL and MariaDB lock the member, then
-    read the order, holds, tier and campaigns one by one, with locking reads."""
+    read the order, holds, tier and campaigns one by one, with locking reads.
+    PostgreSQL writes the order with its lines in one statement, and the
+    balances, the lot and the entry in another."""
     member_id = member.id
     seen = statements()
     assert order_paid(classic(member_id)).points == 3000
-    kinds = [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-    reads = 5 if db.engine.dialect.name in ("mysql", "mariadb") else 1
-    assert kinds == ["SELECT"] * reads + ["INSERT", "INSERT", "UPDATE", "INSERT", "INSERT"]
+    kinds = [s for s in seen if s in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")]
+    dialect = db.engine.dialect.name
+    reads = 5 if dialect in ("mysql", "mariadb") else 1
+    writes = (
+        ["WITH", "WITH"] if dialect == "postgresql" else ["INSERT", "INSERT", "UPDATE", "INSERT", "INSERT"]
+    )
+    assert kinds == ["SELECT"] * reads + writes
     assert [r[0] for r in line_rows(db, "1042")] == ["TEA", "MUG"]
+
+
+@pytest.mark.parametrize("count", [1, 3, ONE_STATEMENT_LINES, ONE_STATEMENT_LINES + 1])
+def test_paid_orders_keep_every_line_in_order(db, member, count):
+    """PostgreSQL writes an order with up to ``ONE_STATEMENT_LINES`` lines in one
+    statement, longer ones in two; every engine keeps the lines in order."""
+    lines = [line(f"SKU-{i:02}", i + 1, f"{i + 1}.00") for i in range(count)]
+    outcome = order_paid(order("1042", member.id, *lines))
+    expected = [(f"SKU-{i:02}", i + 1, (i + 1) ** 2 * 10, 0, 0) for i in range(count)]
+    assert line_rows(db, "1042") == expected
+    assert outcome.points == sum(points for *_, points, _, _ in expected)
+    assert order_paid(order("1042", member.id, *lines)).replayed
+
+
+def test_an_order_recorded_meanwhile_writes_none_of_its_lines(app, db, member, engine):
+    """PostgreSQL: the order's reference taken meanwhile skips the order and its
+    lines, and the operation is rolled back and replayed, as for a separate insert."""
+    if engine != "postgresql":
+        pytest.skip("an order and its lines are one statement on PostgreSQL only")
+    store = app.extensions["loyalty"].store
+    order_paid(classic(member.id))
+    before = dump(db)
+    values = {"member_id": member.id, "reference": "1042", "currency": "USD", "total_minor": 100,
+              "status": "paid", "params_hash": "", "created_at": START}  # fmt: skip
+    lines = [{"sku": "TEA", "name": "", "category": None, "quantity": 1, "unit_price_minor": 100}]
+    with pytest.raises(ConcurrencyError):
+        store.atomic(lambda: store.insert_paid_order(values, lines))
+    assert dump(db) == before
+
+
+def test_a_one_statement_credit_whose_key_is_taken_writes_nothing(app, db, member, clock, engine):
+    """On PostgreSQL a locked member's credit is one statement; a source key
+    taken meanwhile skips the entry, and the operation is rolled back and
+    replayed, as for a separate insert."""
+    if engine != "postgresql":
+        pytest.skip("a credit is one statement on PostgreSQL only")
+    store = app.extensions["loyalty"].store
+    member_id = member.id
+    first = points.earn(member_id, 10, key="taken")
+
+    def credit_again() -> None:
+        after = store.lock_member(member_id).after(available=5, lifetime=5)
+        lot = {"member_id": member_id, "points": 5, "remaining": 5, "pending": False, "expired": False,
+               "available_from": clock(), "expires_at": None, "created_at": clock()}  # fmt: skip
+        entry = {**dataclasses.asdict(first), "params_hash": "", "available_after": 15}
+        del entry["id"], entry["replayed"]
+        store.credit_locked(member_id, after, lot, entry)
+
+    with pytest.raises(ConcurrencyError):
+        store.atomic(credit_again)
+    assert members.balances(member_id) == bal(available=10, lifetime=10)
+    assert ledger_sum(db, member_id) == 10
+    with db.engine.connect() as conn:
+        lots = db.metadata.tables["loyalty_points_lot"]
+        assert conn.execute(sa.select(sa.func.count()).select_from(lots)).scalar_one() == 1
 
 
 def test_paying_finds_a_hold_and_a_campaign_the_probe_reports(app, db, member, clock):
