@@ -78,7 +78,7 @@ class CreditQueries:
         }
         row = self.execute(self.prepared("credit_locked", self._build_credit, driven=True), params).first()
         if row is None:
-            raise KeyTaken(f"Source key {entry['source_key']!r} was used by a concurrent transaction.")
+            raise KeyTaken.of_source_key(entry["source_key"])
         return int(row.lot_id), int(row.id)
 
     def _build_credit(self) -> t.Any:
@@ -89,7 +89,6 @@ class CreditQueries:
             m.update()
             .where(m.c.id == sa.bindparam("b_member"))
             .values({name: sa.bindparam(f"m_{name}") for name in BALANCE_COLUMNS})
-            .returning(m.c.id)
             .cte("moved")
         )
         new_lot = (

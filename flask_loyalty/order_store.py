@@ -140,7 +140,7 @@ class OrderQueries:
         with up to :data:`ONE_STATEMENT_LINES` lines is one statement:
         ``WITH`` the order's insert, the lines' insert taking its id.
         """
-        taken = f"Order {values['reference']!r} was recorded by a concurrent transaction."
+        taken = KeyTaken(f"Order {values['reference']!r} was recorded by a concurrent transaction.")
         (scalars, computed), (line_scalars, line_computed) = self._paid_order_defaults
         if (
             self.dialect == "postgresql"
@@ -162,7 +162,7 @@ class OrderQueries:
             )
             row = self.execute(statement, params).first()
             if row is None:
-                raise KeyTaken(taken)
+                raise taken
             return int(row.order_id)
         if self.dialect not in ("postgresql", "sqlite"):
             order_id = self.save_order(None, values)

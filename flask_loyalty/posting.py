@@ -70,6 +70,11 @@ class Posting:
     replayed: bool = False
 
     @classmethod
+    def written(cls, entry_id: int, values: t.Mapping[str, t.Any]) -> Posting:
+        """The posting of the entry ``entry_id`` just inserted with ``values``."""
+        return cls(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
+
+    @classmethod
     def from_row(cls, row: t.Any, *, replayed: bool = False) -> Posting:
         """Build a posting from an entry row."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"replayed"}
@@ -360,7 +365,7 @@ class Operation:
             self._unseen_key = False
             values["lot_id"], entry_id = store.credit_locked(self.member_id, after, lot, values)
             self._balances = after
-            return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
+            return Posting.written(entry_id, values)
         after = self._move(delta[0], delta[1], 0, lifetime)
         lot_id = store.insert_lot(self._lot(points, pending, after, available_from, expires_at))
         return self._append(points, self.kind, after, (delta[0], delta[1], 0), (), {"lot_id": lot_id, **refs})
@@ -423,7 +428,7 @@ class Operation:
         self._unseen_key = self._unseen_key and not unseen
         entry_id = self.store.insert_entry(values, unseen=unseen)
         self.store.change_lots(entry_id, lot_changes)
-        return Posting(id=entry_id, **{k: v for k, v in values.items() if k != "params_hash"})
+        return Posting.written(entry_id, values)
 
     def _entry(
         self, points: int, kind: str, after: Balances, deltas: tuple[int, int, int], refs: dict[str, t.Any]

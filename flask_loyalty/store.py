@@ -498,17 +498,16 @@ class LoyaltyStore(
         if not unseen:
             result = self.execute(self._insert_entry, values)
             return int(result.inserted_primary_key[0])
-        return self.insert_unless_taken(
-            self.entry, values, f"Source key {values['source_key']!r} was used by a concurrent transaction."
-        )
+        return self.insert_unless_taken(self.entry, values, KeyTaken.of_source_key(values["source_key"]))
 
-    def insert_unless_taken(self, table: sa.Table, values: dict[str, t.Any], taken: str) -> int:
+    def insert_unless_taken(self, table: sa.Table, values: dict[str, t.Any], taken: KeyTaken) -> int:
         """Insert a row into ``table`` and return its id, unless a unique key of it is taken.
 
         The insert skips a duplicate (``INSERT ... ON CONFLICT DO NOTHING``,
         PostgreSQL and SQLite), which leaves the transaction usable, and
-        raises :class:`~flask_loyalty.transaction.KeyTaken` with the message
-        ``taken``: the operation is replayed and finds the row that took it.
+        raises ``taken``, a :class:`~flask_loyalty.transaction.KeyTaken`
+        saying what was taken: the operation is replayed and finds the row
+        that took it.
         """
 
         def build() -> t.Any:
@@ -522,7 +521,7 @@ class LoyaltyStore(
             self.prepared(f"insert_unless_taken:{table.name}", build, driven=True), values
         ).first()
         if row is None:
-            raise KeyTaken(taken)
+            raise taken
         return int(row[0])
 
     def reversed_points(self, entry_id: int) -> int:

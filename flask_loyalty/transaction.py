@@ -80,6 +80,11 @@ class KeyTaken(Exception):
     the replayed operation finds the other transaction's entry and returns it.
     """
 
+    @classmethod
+    def of_source_key(cls, key: str) -> KeyTaken:
+        """The error for an entry whose source key ``key`` a concurrent transaction took."""
+        return cls(f"Source key {key!r} was used by a concurrent transaction.")
+
 
 class _Joined:
     """An operation running inside the host's transaction: when to open its savepoint."""

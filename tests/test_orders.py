@@ -195,6 +195,32 @@ def test_paying_a_new_order_locks_reads_one_row_and_writes_it(db, member, statem
     assert [r[0] for r in line_rows(db, "1042")] == ["TEA", "MUG"]
 
 
+@pytest.mark.parametrize("owed", [0, 1000, 5000])
+def test_a_paid_orders_posting_and_lot_are_what_was_stored(db, member, owed):
+    """The posting a payment returns is the entry it wrote (as a repeat reads it
+    back), and its lot holds what is left after a negative balance is paid back."""
+    member_id = member.id
+    if owed:
+        points.adjust(member_id, -owed, key="owed", actor="staff", reason="clawback", allow_negative=True)
+    paid = order_paid(classic(member_id))
+    (posting,) = paid.postings
+    (stored,) = order_paid(classic(member_id)).postings
+    assert stored.replayed
+    assert dataclasses.replace(stored, replayed=False) == posting
+    assert posting.available_after == 3000 - owed
+    assert posting.lot_id is not None
+    lots = db.metadata.tables["loyalty_points_lot"]
+    with db.engine.connect() as conn:
+        lot = conn.execute(sa.select(lots).where(lots.c.id == posting.lot_id)).one()
+    assert (lot.member_id, lot.points, lot.remaining, lot.pending) == (
+        member_id,
+        3000,
+        max(0, 3000 - owed),
+        False,
+    )
+    assert check_ledger(db, member_id) == bal(3000 - owed, lifetime=3000)
+
+
 @pytest.mark.parametrize("count", [1, 3, ONE_STATEMENT_LINES, ONE_STATEMENT_LINES + 1])
 def test_paid_orders_keep_every_line_in_order(db, member, count):
     """PostgreSQL writes an order with up to ``ONE_STATEMENT_LINES`` lines in one
