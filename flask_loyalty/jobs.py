@@ -14,6 +14,7 @@ import typing as t
 
 from . import points
 from . import signals
+from .chunks import sweep_chunk
 from .config import config_value
 from .errors import InvalidRequest
 from .errors import InvalidState
@@ -21,7 +22,6 @@ from .errors import MemberClosed
 from .posting import to_utc
 from .proxies import get_state
 from .signals import send
-from .sweeps import sweep_chunk
 
 #: Called after each chunk with the number of entries written so far.
 Progress = t.Callable[[int], None]

@@ -20,11 +20,11 @@ from .errors import IdempotencyConflict
 from .errors import InsufficientPoints
 from .errors import InvalidRequest
 from .errors import LoyaltyError
+from .lot_store import SpendableLot
 from .proxies import get_state
 from .signals import send
 from .store import Balances
 from .store import LoyaltyStore
-from .store import SpendableLot
 from .sweeps import activate_lots
 from .sweeps import due_lots
 from .sweeps import expire_lots

@@ -28,6 +28,7 @@ from .errors import MemberClosed
 from .errors import MemberNotFound
 from .growth_store import GrowthQueries
 from .history_store import HistoryQueries
+from .lot_store import LotQueries
 from .models import Models
 from .order_store import OrderQueries
 from .reward_store import RewardQueries
@@ -37,6 +38,20 @@ from .transaction import run_atomic
 from .transaction import write_count
 
 T = t.TypeVar("T")
+
+#: The execution option that marks a statement as a write (see :func:`writes`).
+WRITES_OPTION = "loyalty_writes"
+
+
+def writes(statement: T) -> T:
+    """Mark ``statement`` as a write: a ``SELECT`` whose ``WITH`` inserts or updates.
+
+    :meth:`LoyaltyStore.execute` notes a write before it runs one (inside a
+    host's transaction, that opens the operation's savepoint); it tells an
+    ``INSERT``, ``UPDATE`` or ``DELETE`` apart by itself, but not a
+    ``SELECT`` whose common table expressions write.
+    """
+    return t.cast(T, t.cast(t.Any, statement).execution_options(**{WRITES_OPTION: True}))
 
 
 class _Bound:
@@ -92,17 +107,8 @@ class Balances:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class SpendableLot:
-    """A lot that a debit may take points from."""
-
-    id: int
-    remaining: int
-    expires_at: dt.datetime | None
-
-
 class LoyaltyStore(
-    OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueries, GrowthQueries, CreditQueries
+    LotQueries, OrderQueries, RewardQueries, HistoryQueries, ApiResponseQueries, GrowthQueries, CreditQueries
 ):
     """Reads and writes of the ledger, members and lots.
 
@@ -159,38 +165,6 @@ class LoyaltyStore(
             e.c.source_key == sa.bindparam("b_key"),
         )
         self._insert_entry = e.insert()
-        self._insert_lot = self.lot.insert()
-        lot = self.lot
-        self._spendable_lots = (
-            sa.select(lot.c.id, lot.c.remaining, lot.c.expires_at)
-            .where(
-                lot.c.member_id == sa.bindparam("b_member"),
-                lot.c.remaining > 0,
-                lot.c.pending.is_(False),
-                lot.c.expired.is_(False),
-                sa.or_(lot.c.expires_at.is_(None), lot.c.expires_at > sa.bindparam("b_now")),
-            )
-            .order_by(lot.c.expires_at.is_(None), lot.c.expires_at, lot.c.id)
-            .with_for_update()
-        )
-        self._member_lots = (
-            sa.select(lot.c.id, lot.c.remaining, lot.c.expires_at, lot.c.pending)
-            .where(
-                lot.c.member_id == sa.bindparam("b_member"),
-                sa.or_(
-                    sa.and_(lot.c.remaining > 0, lot.c.pending.is_(False), lot.c.expired.is_(False)),
-                    sa.and_(lot.c.pending.is_(True), lot.c.available_from <= sa.bindparam("b_now")),
-                ),
-            )
-            .order_by(lot.c.expires_at.is_(None), lot.c.expires_at, lot.c.id)
-            .with_for_update()
-        )
-        self._change_lot = (
-            lot.update()
-            .where(lot.c.id == sa.bindparam("lot"))
-            .values(remaining=lot.c.remaining + sa.bindparam("delta"))
-        )
-        self._insert_allocation = self.allocation.insert()
         self._prepared: dict[str, t.Any] = {}
         #: Runs the hot statements on the DB-API cursor (see :mod:`flask_loyalty.driver`).
         self.driver = Driver()
@@ -198,8 +172,7 @@ class LoyaltyStore(
             id(statement)
             for statement in (
                 self._lock_member, self._set_balances, self._move_balances, self._find_entry,
-                self._seek_entry, self._insert_entry, self._insert_lot, self._spendable_lots,
-                self._member_lots, self._change_lot, self._insert_allocation,
+                self._seek_entry, self._insert_entry, *self._lot_statements(),
             )
         }  # fmt: skip
 
@@ -317,11 +290,13 @@ class LoyaltyStore(
         run on the connection's DB-API cursor unless the engine's statements
         are watched (see :mod:`flask_loyalty.driver`). Every write is noted first
         (:func:`~flask_loyalty.transaction.note_write`): inside a host's
-        transaction that opens the operation's savepoint.
+        transaction that opens the operation's savepoint. A write is an
+        ``INSERT``, ``UPDATE`` or ``DELETE``, or a statement marked
+        :func:`writes` (a ``SELECT`` whose ``WITH`` writes).
         """
         bound = _BOUND.get()
         session = self.db.session() if bound is None else bound.session
-        if statement.is_dml:
+        if statement.is_dml or statement.get_execution_options().get(WRITES_OPTION):
             note_write(session)
         if bound is not None and bound.conn is not None:
             conn, drive = bound.conn, bound.drive
@@ -409,10 +384,25 @@ class LoyaltyStore(
         one array parameter costs far less than one parameter per id.
         """
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            return column == sa.any_(sa.bindparam(None, list(ids), type_=ARRAY(column.type)))
+            return _any(column, sa.bindparam(None, self.ids_value(ids), type_=sa.Text()))
         return column.in_(ids)
+
+    def among_bound(self, column: sa.ColumnElement[t.Any], name: str) -> sa.ColumnElement[bool]:
+        """``column IN :name``, for a statement built once: bind :meth:`ids_value` to ``name``."""
+        if self.dialect == "postgresql":
+            return _any(column, sa.bindparam(name, type_=sa.Text()))
+        return column.in_(sa.bindparam(name, expanding=True))
+
+    def ids_value(self, ids: t.Iterable[int]) -> t.Any:
+        """The value that binds ``ids`` to an :meth:`among_bound` parameter.
+
+        On PostgreSQL the array's text (``{1,2,3}``), cast on the server: the
+        driver's adaptation of a list, element by element, cost more CPU
+        time than the statements it was bound to.
+        """
+        if self.dialect == "postgresql":
+            return "{" + ",".join(map(str, map(int, ids))) + "}"
+        return list(ids)
 
     def set_balances(self, member_id: int, balances: Balances) -> None:
         """Write the member's cached balances."""
@@ -544,108 +534,6 @@ class LoyaltyStore(
             query = query.where(e.c.id < before_id)
         return list(self.execute(query.order_by(e.c.id.desc()).limit(limit)).all())
 
-    # -- lots ------------------------------------------------------------------
-
-    def insert_lot(self, values: dict[str, t.Any]) -> int:
-        """Create a lot and return its id."""
-        result = self.execute(self._insert_lot, values)
-        return int(result.inserted_primary_key[0])
-
-    def get_lot(self, lot_id: int) -> t.Any:
-        """The lot row with ``lot_id`` (locking read), or ``None``."""
-        return self.execute(sa.select(self.lot).where(self.lot.c.id == lot_id).with_for_update()).first()
-
-    def spendable_lots(self, member_id: int, now: dt.datetime) -> list[SpendableLot]:
-        """The member's live lots, soonest expiry first, never-expiring last."""
-        rows = self.execute(self._spendable_lots, {"b_member": member_id, "b_now": now}).all()
-        return [SpendableLot(r.id, r.remaining, r.expires_at) for r in rows]
-
-    def member_lots(self, member_id: int, now: dt.datetime) -> tuple[list[SpendableLot], bool]:
-        """The member's live lots (as :meth:`spendable_lots`), and whether any lot is due.
-
-        One locking read: the lots that can be spent, and those that are due
-        to expire or to become available at ``now``.
-        """
-        rows = self.execute(self._member_lots, {"b_member": member_id, "b_now": now}).all()
-        live = [
-            SpendableLot(r.id, r.remaining, r.expires_at)
-            for r in rows
-            if not r.pending and (r.expires_at is None or r.expires_at > now)
-        ]
-        return live, len(live) < len(rows)
-
-    def change_lots(self, entry_id: int, changes: t.Sequence[tuple[int, int, int]]) -> None:
-        """Apply ``(lot, change of remaining, points allocated)`` triples for an entry.
-
-        Each triple changes the lot's remaining points and records the
-        allocation (positive when the entry took points, negative when it gave
-        them back).
-        """
-        moved = [{"lot": lot_id, "delta": delta} for lot_id, delta, _ in changes if delta]
-        if moved:
-            # One row is executed as such: executemany costs more for one.
-            self.execute(self._change_lot, moved if len(moved) > 1 else moved[0])
-        allocated = [
-            {"entry_id": entry_id, "lot_id": lot_id, "points": points} for lot_id, _, points in changes
-        ]
-        if allocated:
-            self.execute(self._insert_allocation, allocated if len(allocated) > 1 else allocated[0])
-
-    def allocations(self, entry_id: int) -> list[t.Any]:
-        """What the entry took from each lot, with the lot's expiry state."""
-        a, lot = self.allocation, self.lot
-        return list(
-            self.execute(
-                self.fresh(
-                    sa.select(a.c.lot_id, a.c.points, lot.c.expires_at, lot.c.expired)
-                    .join(lot, lot.c.id == a.c.lot_id)
-                    .where(a.c.entry_id == entry_id)
-                    .order_by(a.c.id)
-                )
-            ).all()
-        )
-
-    def returned_to_lots(self, entry_ids: t.Sequence[int]) -> dict[int, int]:
-        """Points already given back to each lot by the entries ``entry_ids``."""
-        if not entry_ids:
-            return {}
-        a = self.allocation
-        rows = self.execute(
-            self.fresh(
-                sa.select(a.c.lot_id, sa.func.sum(a.c.points))
-                .where(a.c.entry_id.in_(entry_ids))
-                .group_by(a.c.lot_id)
-            )
-        ).all()
-        return {lot_id: -int(total) for lot_id, total in rows}
-
-    def expired_unreversed(self, lot_id: int, earn_id: int) -> int:
-        """Points of an expired lot that reversals of its earn have not yet accounted for.
-
-        The lot's ``expire`` entry says how much expired; each later reversal
-        of the earn ``earn_id`` records what it counted against that with an
-        allocation on the lot.
-        """
-        e, a = self.entry, self.allocation
-        expired = self.execute(
-            self.fresh(sa.select(e.c.id, e.c.points).where(e.c.lot_id == lot_id, e.c.kind == "expire"))
-        ).first()
-        if expired is None:
-            return 0
-        counted = self.execute(
-            self.fresh(
-                sa.select(sa.func.coalesce(sa.func.sum(a.c.points), 0))
-                .join(e, e.c.id == a.c.entry_id)
-                .where(a.c.lot_id == lot_id, e.c.reverses_id == earn_id, e.c.id > expired.id)
-            )
-        ).scalar_one()
-        return -int(expired.points) - int(counted)
-
-    def reversal_ids(self, entry_id: int) -> list[int]:
-        """Ids of the reversals of ``entry_id``."""
-        e = self.entry
-        return list(self.execute(self.fresh(sa.select(e.c.id).where(e.c.reverses_id == entry_id))).scalars())
-
     # -- reservations ----------------------------------------------------------
 
     def find_reservation(self, member_id: int, key: str) -> t.Any:
@@ -675,3 +563,10 @@ class LoyaltyStore(
                 .limit(limit)
             ).all()
         )
+
+
+def _any(column: sa.ColumnElement[t.Any], text: sa.BindParameter[t.Any]) -> sa.ColumnElement[bool]:
+    """``column = ANY(CAST(:text AS type[]))`` (PostgreSQL)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.cast(text, ARRAY(column.type)))

@@ -13,26 +13,19 @@ The running balance after each entry comes from a window function
 balances are updated from a join (``UPDATE ... FROM``): SQLite 3.33+,
 PostgreSQL, and MariaDB 10.2+/MySQL 8.
 
-A job sweeps chunk by chunk (:func:`sweep_chunk`). On SQLite, where one
-transaction writes at a time (``BEGIN IMMEDIATE`` is the lock of every
-member), a chunk is the range of due lots between two keyset positions,
-found with one row read rather than by reading the ids of its lots, and
-the entries it writes are the ledger's last rows: after the insert of the
-entries, the members' and the lots' updates read those entries (a range of
-the primary key, and the lots by primary key) instead of finding the
-chunk's lots again through an index. These statements are built once and
-executed with parameters.
+A job sweeps them chunk by chunk (:mod:`flask_loyalty.chunks`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import typing as t
 
 import sqlalchemy as sa
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
+
+from .store import writes
 
 if t.TYPE_CHECKING:
     from .store import LoyaltyStore
@@ -50,7 +43,7 @@ def _unindexed(column: sa.ColumnElement[t.Any]) -> sa.ColumnElement[t.Any]:
     return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
-def _due_expiry(store: LoyaltyStore, now: Bound, *, by_member: bool = False) -> sa.ColumnElement[bool]:
+def due_expiry(store: LoyaltyStore, now: Bound, *, by_member: bool = False) -> sa.ColumnElement[bool]:
     """The condition of a lot due to expire.
 
     :param by_member: leave SQLite's planner no index but the one on
@@ -67,13 +60,14 @@ def _due_expiry(store: LoyaltyStore, now: Bound, *, by_member: bool = False) -> 
     return sa.and_(lot.c.remaining > 0, pending.is_(False), expired.is_(False), lot.c.expires_at <= now)
 
 
-def _due_activation(store: LoyaltyStore, now: Bound) -> sa.ColumnElement[bool]:
+def due_activation(store: LoyaltyStore, now: Bound) -> sa.ColumnElement[bool]:
+    """The condition of a pending lot due to become available."""
     lot = store.lot
     return sa.and_(lot.c.pending.is_(True), lot.c.available_from <= now)
 
 
 def _due(store: LoyaltyStore, what: str, now: Bound) -> sa.ColumnElement[bool]:
-    return _due_expiry(store, now) if what == "expire" else _due_activation(store, now)
+    return due_expiry(store, now) if what == "expire" else due_activation(store, now)
 
 
 def keyset(store: LoyaltyStore, what: str, lot_id: int) -> tuple[t.Any, ...]:
@@ -85,12 +79,13 @@ def keyset(store: LoyaltyStore, what: str, lot_id: int) -> tuple[t.Any, ...]:
     return (row.member_id, row.expires_at, lot_id)
 
 
-def _order(store: LoyaltyStore, what: str) -> tuple[sa.ColumnElement[t.Any], ...]:
+def sweep_order(store: LoyaltyStore, what: str) -> tuple[sa.ColumnElement[t.Any], ...]:
+    """The columns a sweep for ``what`` goes through the lots in (see :func:`due_lots`)."""
     lot = store.lot
     return (lot.c.member_id, lot.c.expires_at, lot.c.id) if what == "expire" else (lot.c.id,)
 
 
-def _compare(
+def compare_keys(
     columns: t.Sequence[sa.ColumnElement[t.Any]],
     bound: t.Sequence[sa.ColumnElement[t.Any]],
     upto: bool,
@@ -130,13 +125,13 @@ def due_lots(
         before it.
     """
     lot = store.lot
-    order = _order(store, what)
+    order = sweep_order(store, what)
     query = sa.select(lot.c.id, lot.c.member_id).where(_due(store, what, now))
     if member_id is not None:
         query = store.fresh(query.where(lot.c.member_id == member_id))
     if after is not None:
         bound = [sa.bindparam(None, value, type_=c.type) for c, value in zip(order, after, strict=True)]
-        query = query.where(_compare(order, bound, False, store.dialect))
+        query = query.where(compare_keys(order, bound, False, store.dialect))
     return list(store.execute(query.order_by(*order).limit(limit)).all())
 
 
@@ -170,7 +165,7 @@ def _as_value(value: Bound, type_: t.Any) -> t.Any:
     return value if isinstance(value, sa.BindParameter) else sa.literal(value, type_)
 
 
-def _entries(
+def entries_insert(
     store: LoyaltyStore,
     what: str,
     in_chunk: sa.ColumnElement[bool],
@@ -217,7 +212,13 @@ def _entries(
     return insert.execution_options(preserve_rowcount=True)
 
 
-def _kept(store: LoyaltyStore) -> t.Any:
+def _kept(available_after: t.Any, delta_available: t.Any) -> t.Any:
+    """What an activated lot keeps, from its entry's balance after and change."""
+    before = available_after - delta_available
+    return sa.case((available_after <= 0, 0), (before >= 0, delta_available), else_=available_after)
+
+
+def kept_points(store: LoyaltyStore) -> t.Any:
     """What an activated lot keeps: max(0, balance after) - max(0, balance before).
 
     A member whose available balance is negative (a clawback under
@@ -225,15 +226,8 @@ def _kept(store: LoyaltyStore) -> t.Any:
     entry, found by its unique source key.
     """
     lot, e = store.lot, store.entry
-    before = e.c.available_after - e.c.delta_available
     return (
-        sa.select(
-            sa.case(
-                (e.c.available_after <= 0, 0),
-                (before >= 0, e.c.delta_available),
-                else_=e.c.available_after,
-            )
-        )
+        sa.select(_kept(e.c.available_after, e.c.delta_available))
         .where(
             e.c.member_id == lot.c.member_id,
             e.c.kind == "activate",
@@ -244,22 +238,102 @@ def _kept(store: LoyaltyStore) -> t.Any:
     )
 
 
+def _sweep(store: LoyaltyStore, what: str, in_chunk: sa.ColumnElement[bool], now: Bound, actor: Bound) -> int:
+    """Write an entry per lot ``in_chunk``, move its member's balances, mark the lot; return the entries.
+
+    Three statements: the entries' insert, the members' update from the
+    chunk's totals, the lots' update. On PostgreSQL, one (:func:`_sweep_in_one`).
+    """
+    if store.dialect == "postgresql":
+        return _sweep_in_one(store, what, in_chunk, now, actor)
+    lot, m = store.lot, store.member
+    written = int(store.execute(entries_insert(store, what, in_chunk, now, actor)).rowcount or 0)
+    if not written:
+        return 0
+    chunk = _chunk_totals(store, in_chunk)
+    if what == "expire":
+        balances = {"available": m.c.available - chunk.c.total}
+        marked = {"remaining": 0, "expired": True}
+    else:
+        balances = {"available": m.c.available + chunk.c.total, "pending": m.c.pending - chunk.c.total}
+        marked = {"remaining": kept_points(store), "pending": False}
+    store.execute(m.update().where(m.c.id == chunk.c.member_id).values(balances))
+    store.execute(lot.update().where(in_chunk).values(marked))
+    return written
+
+
+def members_moved_by(store: LoyaltyStore, written: t.Any, *extra: t.Any) -> tuple[t.Any, t.Any]:
+    """The members' update by the sums of the entries ``written`` (rows with ``member_id``,
+    ``delta_available`` and ``delta_pending``), and the sums it joins.
+
+    :param extra: more columns of the sums, per member (``moved.c.<name>``).
+    """
+    m = store.member
+    moved = (
+        sa.select(
+            written.c.member_id,
+            sa.func.sum(written.c.delta_available).label("available"),
+            sa.func.sum(written.c.delta_pending).label("pending"),
+            *extra,
+        )
+        .group_by(written.c.member_id)
+        .subquery("moved")
+    )
+    update = (
+        m.update()
+        .where(m.c.id == moved.c.member_id)
+        .values(available=m.c.available + moved.c.available, pending=m.c.pending + moved.c.pending)
+    )
+    return update, moved
+
+
+def _sweep_in_one(
+    store: LoyaltyStore, what: str, in_chunk: sa.ColumnElement[bool], now: Bound, actor: Bound
+) -> int:
+    return int(store.execute(sweep_statement(store, what, in_chunk, now, actor)).scalar_one())
+
+
+def sweep_statement(
+    store: LoyaltyStore, what: str, in_chunk: sa.ColumnElement[bool], now: Bound, actor: Bound
+) -> t.Any:
+    """The sweep of the lots ``in_chunk`` as one statement on PostgreSQL; it returns the entries written.
+
+    PostgreSQL's ``WITH`` takes data-modifying statements: ``WITH`` the
+    entries' insert, which returns each entry's member, lot and changes; the
+    members' update by the sums of those per member; the lots' update (an
+    activated lot keeps what its entry says). The chunk's lots are read once,
+    by the insert, and the sweep is one round trip. Every part of a ``WITH``
+    reads the same snapshot, taken after the caller locked the members, so
+    the lots the updates see are the ones the insert did.
+    """
+    lot, e = store.lot, store.entry
+    written = (
+        entries_insert(store, what, in_chunk, now, actor)
+        .returning(e.c.member_id, e.c.lot_id, e.c.delta_available, e.c.delta_pending, e.c.available_after)
+        .cte("written")
+    )
+    update, moved = members_moved_by(store, written, sa.func.count().label("entries"))
+    members = update.returning(moved.c.entries).cte("members")
+    if what == "expire":
+        lots = lot.update().where(in_chunk).values(remaining=0, expired=True)
+    else:
+        lots = (
+            lot.update()
+            .where(lot.c.id == written.c.lot_id, in_chunk)
+            .values(remaining=_kept(written.c.available_after, written.c.delta_available), pending=False)
+        )
+    return writes(sa.select(sa.func.coalesce(sa.func.sum(members.c.entries), 0)).add_cte(lots.cte("lots")))
+
+
 def expire_lots(store: LoyaltyStore, lot_ids: t.Sequence[int], now: dt.datetime, actor: str | None) -> int:
     """Expire the remainder of each due lot in ``lot_ids``; return the entries written.
 
     The caller has locked the lots' members.
     """
-    lot, m = store.lot, store.member
-    in_chunk = sa.and_(store.among(lot.c.id, lot_ids), _due_expiry(store, now))
-    written = int(store.execute(_entries(store, "expire", in_chunk, now, actor)).rowcount or 0)
-    if not written:
-        return 0
-    expiring = _chunk_totals(store, in_chunk)
-    store.execute(
-        m.update().where(m.c.id == expiring.c.member_id).values(available=m.c.available - expiring.c.total)
+    lot = store.lot
+    return _sweep(
+        store, "expire", sa.and_(store.among(lot.c.id, lot_ids), due_expiry(store, now)), now, actor
     )
-    store.execute(lot.update().where(in_chunk).values(remaining=0, expired=True))
-    return written
 
 
 def activate_lots(
@@ -279,168 +353,6 @@ def activate_lots(
     :param early: make the lots available even before their ``available_from``
         (an order completed within its return window).
     """
-    lot, m = store.lot, store.member
-    due = lot.c.pending.is_(True) if early else _due_activation(store, now)
-    in_chunk = sa.and_(store.among(lot.c.id, lot_ids), due)
-    written = int(store.execute(_entries(store, "activate", in_chunk, now, actor)).rowcount or 0)
-    if not written:
-        return 0
-    activating = _chunk_totals(store, in_chunk)
-    store.execute(
-        m.update()
-        .where(m.c.id == activating.c.member_id)
-        .values(available=m.c.available + activating.c.total, pending=m.c.pending - activating.c.total)
-    )
-    store.execute(lot.update().where(in_chunk).values(remaining=_kept(store), pending=False))
-    return written
-
-
-@dataclasses.dataclass(frozen=True)
-class Chunk:
-    """What :func:`sweep_chunk` did."""
-
-    #: The entries written (one per lot swept).
-    written: int
-    #: The members of those entries, in id order.
-    member_ids: list[int]
-    #: The :func:`keyset` position of the chunk's last lot (``after`` of the
-    #: next chunk), or ``None`` when no lot was due.
-    end: tuple[t.Any, ...] | None
-
-
-def sweep_chunk(
-    store: LoyaltyStore,
-    what: str,
-    now: dt.datetime,
-    size: int,
-    after: tuple[t.Any, ...] | None,
-    actor: str | None,
-) -> Chunk:
-    """Sweep the next chunk of up to ``size`` lots due for ``what`` after ``after``.
-
-    Runs in the caller's write transaction: selects the chunk, locks its
-    members, writes one entry per lot and updates the members and the lots,
-    a few statements whatever the chunk's size.
-
-    :param what: ``"expire"`` or ``"activate"``.
-    :param after: the ``end`` of the previous chunk; ``None`` for the first.
-    """
-    if store.dialect == "sqlite":
-        return _sqlite_chunk(store, what, now, size, after, actor)
-    rows = due_lots(store, what, now, size, after=after)
-    if not rows:
-        return Chunk(0, [], None)
-    member_ids = sorted({row.member_id for row in rows})
-    store.lock_members(member_ids)
-    end = keyset(store, what, rows[-1].id)
-    ids = [row.id for row in rows]
-    sweep = expire_lots if what == "expire" else activate_lots
-    return Chunk(sweep(store, ids, now, actor), member_ids, end)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """A chunk's statements on SQLite, built once per kind of sweep.
-
-    Their parameters: ``now``, ``skip`` (the chunk's size less one),
-    ``actor``, ``mark`` (the greatest entry id before the chunk's entries),
-    and the keyset positions ``a0``, ``a1``... (after which the chunk starts)
-    and ``z0``, ``z1``... (its last lot).
-    """
-
-    start: t.Any
-    end: t.Any
-    last: t.Any
-    mark: t.Any
-    insert: t.Any
-    members: t.Any
-    lots: t.Any
-    touched: t.Any
-
-
-def _plan(store: LoyaltyStore, what: str) -> _Plan:
-    lot, m, e = store.lot, store.member, store.entry
-    order = _order(store, what)
-    now = sa.bindparam("now", type_=sa.DateTime())
-    due = _due_expiry(store, now, by_member=True) if what == "expire" else _due_activation(store, now)
-
-    def bound(prefix: str) -> list[sa.BindParameter[t.Any]]:
-        return [sa.bindparam(f"{prefix}{i}", type_=column.type) for i, column in enumerate(order)]
-
-    after = _compare(order, bound("a"), False, "sqlite")
-    following = sa.select(*order).where(due, after)
-    in_chunk = sa.and_(after, _compare(order, bound("z"), True, "sqlite"), due)
-    # The chunk's entries in id order: a range of the primary key. (Grouped
-    # by member without the order, SQLite may skip through the index on
-    # (member_id, id) instead, seeking once per member of the ledger.)
-    written = (
-        sa.select(e.c.member_id, e.c.lot_id, e.c.delta_available, e.c.delta_pending)
-        .where(e.c.id > sa.bindparam("mark"))
-        .order_by(e.c.id)
-        .subquery("written")
-    )
-    moved = (
-        sa.select(
-            written.c.member_id,
-            sa.func.sum(written.c.delta_available).label("available"),
-            sa.func.sum(written.c.delta_pending).label("pending"),
-        )
-        .group_by(written.c.member_id)
-        .subquery("moved")
-    )
-    swept = sa.and_(lot.c.id.in_(sa.select(written.c.lot_id)), due)
-    return _Plan(
-        start=sa.select(sa.func.min(order[0])),
-        end=following.order_by(*order).limit(1).offset(sa.bindparam("skip")),
-        last=following.order_by(*(column.desc() for column in order)).limit(1),
-        mark=sa.select(sa.func.max(e.c.id)),
-        insert=_entries(store, what, in_chunk, now, sa.bindparam("actor", type_=sa.String())),
-        members=m.update()
-        .where(m.c.id == moved.c.member_id)
-        .values(available=m.c.available + moved.c.available, pending=m.c.pending + moved.c.pending),
-        lots=lot.update().where(swept).values(remaining=0, expired=True)
-        if what == "expire"
-        else lot.update().where(swept).values(remaining=_kept(store), pending=False),
-        touched=sa.select(written.c.member_id).distinct(),
-    )
-
-
-def _sqlite_chunk(
-    store: LoyaltyStore,
-    what: str,
-    now: dt.datetime,
-    size: int,
-    after: tuple[t.Any, ...] | None,
-    actor: str | None,
-) -> Chunk:
-    """:func:`sweep_chunk` on SQLite: the transaction holds the database's write lock.
-
-    The chunk is the range of due lots up to the ``size``-th after ``after``
-    (read as one row, not as ``size`` rows), and the lots of that range are
-    the ones its statements change: no other transaction can make more of
-    them due meanwhile. The entries the insert writes are the ledger's last
-    rows, after ``mark``; the members' balances move by their sums and the
-    lots they name are marked.
-    """
-    plan = store.prepared(f"sweep_{what}", lambda: _plan(store, what))
-    if after is None:
-        # The first chunk starts after a position before every lot: the
-        # least member id (lot id) less one, whatever the rest.
-        least = store.execute(plan.start).scalar()
-        if least is None:
-            return Chunk(0, [], None)
-        after = (least - 1, now, 0) if what == "expire" else (least - 1,)
-    params = {"now": now, "skip": size - 1, "actor": actor}
-    params.update({f"a{i}": value for i, value in enumerate(after)})
-    end = store.execute(plan.end, params).first() or store.execute(plan.last, params).first()
-    if end is None:
-        return Chunk(0, [], None)
-    params.update({f"z{i}": value for i, value in enumerate(end)})
-    params["mark"] = store.execute(plan.mark).scalar() or 0
-    written = int(store.execute(plan.insert, params).rowcount or 0)
-    if not written:
-        return Chunk(0, [], tuple(end))
-    store.execute(plan.members, params)
-    store.execute(plan.lots, params)
-    member_ids = sorted(store.execute(plan.touched, params).scalars())
-    return Chunk(written, member_ids, tuple(end))
+    lot = store.lot
+    due = lot.c.pending.is_(True) if early else due_activation(store, now)
+    return _sweep(store, "activate", sa.and_(store.among(lot.c.id, lot_ids), due), now, actor)
